@@ -1,0 +1,39 @@
+# Set-up and everyday commands. `make run` and `make test` build .venv/ from
+# requirements.lock on first use, so a fresh clone needs only Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.8
+export MPLBACKEND := Agg
+
+.PHONY: run test lock bench docs clean ui
+
+$(VENV)/.installed: requirements.lock setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m pipeline.cli run $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run_all
+
+docs: $(VENV)/.installed
+	$(PY) -m keras_models.catalogue > docs/models.md
+
+ui: $(VENV)/.installed
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+# Regenerate the lock from the ranges in setup.cfg (needs network access to PyPI).
+lock:
+	uv pip compile setup.cfg --extra dev --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+clean:
+	rm -rf $(VENV) artifacts mlruns mlflow.db .pytest_cache

@@ -1,0 +1,124 @@
+"""One registry from a model name to its builder and its Keras Tuner search space.
+
+`build_model` and `search_space` are the only ways the pipeline makes models,
+so the tuner's hypermodel and the trainer share one builder: the winner's
+hyperparameters are the builder's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from keras_models.specs import InputSpec, OutputSpec
+
+SearchSpace = Callable[[Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, search space and catalogue facts."""
+
+    name: str
+    family: str
+    builder: Callable[..., keras.Model]
+    search_space: SearchSpace
+    paper: str = ""
+    tasks: tuple[str, ...] = ("classification",)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    search_space: SearchSpace,
+    paper: str = "",
+    tasks: tuple[str, ...] = ("classification",),
+):
+    """Registers `builder(input_spec, output_spec, **hparams)` under `name`.
+
+    The builder's keyword defaults are the model's default hyperparameters.
+    A second registration of the same name is an error, not an override.
+    """
+
+    def decorator(builder):
+        if name in _REGISTRY:
+            raise ValueError(
+                f"Model {name!r} is already registered by "
+                f"{_REGISTRY[name].builder.__module__}.{_REGISTRY[name].builder.__qualname__}."
+            )
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(builder).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            family=family,
+            builder=builder,
+            search_space=search_space,
+            paper=paper,
+            tasks=tuple(tasks),
+            defaults=defaults,
+        )
+        return builder
+
+    return decorator
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The entry for `name`, or an error that lists the registered names."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
+        ) from None
+
+
+def list_models() -> list[ModelEntry]:
+    """All registered models, sorted by family then name."""
+    return sorted(_REGISTRY.values(), key=lambda e: (e.family, e.name))
+
+
+def check_hparams(name: str, hparams: dict[str, Any]) -> None:
+    """Rejects hyperparameters the builder does not take, naming the valid ones."""
+    entry = get_entry(name)
+    unknown = sorted(set(hparams) - set(entry.defaults))
+    if unknown:
+        raise ValueError(
+            f"Unknown hyperparameter(s) {unknown} for model {name!r}. "
+            f"Valid: {', '.join(sorted(entry.defaults)) or '(none)'}."
+        )
+
+
+def build_model(
+    name: str, input_spec: InputSpec, output_spec: OutputSpec, **hparams: Any
+) -> keras.Model:
+    """Builds model `name` for the given specs; unset hyperparameters take their defaults."""
+    entry = get_entry(name)
+    check_hparams(name, hparams)
+    if output_spec.task not in entry.tasks:
+        raise ValueError(
+            f"Model {name!r} has no head for task {output_spec.task!r}; "
+            f"it supports: {', '.join(entry.tasks)}."
+        )
+    return entry.builder(input_spec, output_spec, **hparams)
+
+
+def search_space(name: str, hp) -> dict[str, Any]:
+    """Declares the model's search space on `hp` and returns the sampled hyperparameters."""
+    entry = get_entry(name)
+    hparams = entry.search_space(hp)
+    check_hparams(name, hparams)
+    return hparams

@@ -1,0 +1,47 @@
+"""Shared fixtures: real small datasets and a quiet, deterministic Keras."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def iris():
+    """Iris as standardised float32 features and integer labels (real data, 150 rows)."""
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+    return x, y.astype("int32")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8×8 digits as (n, 8, 8, 1) float32 in [0, 1] and integer labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images[..., None] / 16.0).astype("float32"), d.target.astype("int32")
+
+
+@pytest.fixture(scope="session")
+def shared_datasets():
+    """The directory of small real datasets shipped with the project."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "data"
