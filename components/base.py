@@ -1,0 +1,42 @@
+"""What every component declares: its inputs, its output and its parameters.
+
+A component module holds a `SPEC` and a `run(inputs, output, config, seed)`
+that reads input artifact directories and writes its output directory. It
+never imports another component; the runner wires them by their specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A component's contract, TFX style.
+
+    Args:
+        name: the component's name, also its artifact folder and MLflow run name.
+        inputs: names of the upstream components whose artifacts it reads.
+        optional_inputs: inputs it uses when the pipeline produced them.
+        config_sections: the `PipelineConfig` sections that are its parameters.
+        code: project paths whose source is part of its cache key.
+        resumable: keep a failed run's staging directory for the next attempt.
+    """
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    optional_inputs: tuple[str, ...] = ()
+    config_sections: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+    resumable: bool = False
+    description: str = ""
+    outputs: tuple[str, ...] = field(default=())
+
+
+class Component(Protocol):
+    SPEC: ComponentSpec
+
+    def run(self, inputs: dict[str, Path], output: Path, config: Any) -> dict[str, Any]:
+        """Writes the artifact into `output`; returns summary facts for the manifest."""

@@ -1,0 +1,139 @@
+"""Tune: Keras Tuner over the search space the model declares in the registry.
+
+Every trial is a nested MLflow run (its hyperparameters, per-epoch metrics,
+score) under the tune run. The tuner's state lives in the staging directory,
+so a killed search resumes with the trials it had finished. Outputs
+`best_hparams.json` (the builder's keyword arguments and the learning rate),
+which the train component reads, and `trials.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from components.artifact_io import load_transformed
+from components.base import ComponentSpec
+
+SPEC = ComponentSpec(
+    name="tune",
+    inputs=("preprocess",),
+    config_sections=("model", "tune", "train", "seed"),
+    code=("components/tune.py", "components/base.py", "components/artifact_io.py", "keras_models"),
+    resumable=True,
+    description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",
+)
+LEARNING_RATE = "learning_rate"
+
+
+def make_hypermodel(model_name: str, input_dim: int, num_classes: int):
+    """One HyperModel for every registry model: its declared space plus the learning rate."""
+    import keras
+    import keras_tuner
+
+    import keras_models
+
+    class RegistryHyperModel(keras_tuner.HyperModel):
+        def build(self, hp):
+            hparams = keras_models.search_space(model_name, hp)
+            learning_rate = hp.Float(LEARNING_RATE, 1e-4, 3e-2, sampling="log")
+            model = keras_models.build_model(
+                model_name,
+                keras_models.InputSpec((input_dim,)),
+                keras_models.OutputSpec("classification", num_classes),
+                **hparams,
+            )
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            return model
+
+    return RegistryHyperModel(name=model_name)
+
+
+def make_tuner(kind: str, hypermodel, directory: Path, config):
+    """A Keras Tuner of `kind` whose trials each run inside a nested MLflow run."""
+    import keras_tuner
+    import mlflow
+
+    base = {
+        "random": keras_tuner.RandomSearch,
+        "bayesian": keras_tuner.BayesianOptimization,
+        "hyperband": keras_tuner.Hyperband,
+    }[kind]
+
+    class MlflowTuner(base):
+        def run_trial(self, trial, *args, **kwargs):
+            with mlflow.start_run(run_name=f"trial-{trial.trial_id}", nested=True):
+                mlflow.set_tags({"component": "tune", "trial_id": trial.trial_id, "tuner": kind})
+                mlflow.log_params(trial.hyperparameters.values)
+                kwargs["callbacks"] = [*kwargs.get("callbacks", []), mlflow.keras.MlflowCallback()]
+                results = super().run_trial(trial, *args, **kwargs)
+                histories = results if isinstance(results, list) else [results]
+                objective = self.oracle.objective.name
+                scores = [max(h.history[objective]) if self.oracle.objective.direction == "max"
+                          else min(h.history[objective]) for h in histories if hasattr(h, "history")]
+                if scores:
+                    mlflow.log_metric(f"best_{objective}", sum(scores) / len(scores))
+                return results
+
+    tune = config.tune
+    common = dict(
+        hypermodel=hypermodel,
+        objective=keras_tuner.Objective(tune.objective, "min" if "loss" in tune.objective else "max"),
+        directory=str(directory),
+        project_name="search",
+        seed=config.seed,
+        overwrite=False,
+    )
+    if kind == "hyperband":
+        return MlflowTuner(max_epochs=tune.epochs, factor=3, hyperband_iterations=1, **common)
+    return MlflowTuner(max_trials=tune.max_trials, **common)
+
+
+def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
+    import keras
+    import mlflow
+
+    x_train, y_train, transform = load_transformed(inputs["preprocess"], "train")
+    x_eval, y_eval, _ = load_transformed(inputs["preprocess"], "eval")
+    keras.utils.set_random_seed(config.seed)
+    hypermodel = make_hypermodel(config.model.name, x_train.shape[1], len(transform["label"]["classes"]))
+    tuner = make_tuner(config.tune.tuner, hypermodel, output / "tuner", config)
+    mlflow.log_params({"tuner": config.tune.tuner, "max_trials": config.tune.max_trials,
+                       "objective": config.tune.objective, "model": config.model.name})
+    tuner.search(
+        x_train, y_train,
+        validation_data=(x_eval, y_eval),
+        epochs=config.tune.epochs,
+        batch_size=config.train.batch_size,
+        verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=10)],
+    )
+    import keras_models
+
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    # Replaying the search space on the winner's values gives the builder's keyword arguments.
+    hparams = keras_models.search_space(config.model.name, best_trial.hyperparameters.copy())
+    learning_rate = best_trial.hyperparameters.get(LEARNING_RATE)
+    best = {
+        "model": config.model.name,
+        "hparams": hparams,
+        "learning_rate": learning_rate,
+        "objective": config.tune.objective,
+        "score": best_trial.score,
+        "trial_id": best_trial.trial_id,
+    }
+    trials = [
+        {"trial_id": t.trial_id, "status": t.status, "score": t.score, "hyperparameters": t.hyperparameters.values}
+        for t in tuner.oracle.trials.values()
+    ]
+    (output / "best_hparams.json").write_text(json.dumps(best, indent=2))
+    (output / "trials.json").write_text(json.dumps(trials, indent=2, default=str))
+    mlflow.log_params({f"best_{k}": v for k, v in {**hparams, LEARNING_RATE: learning_rate}.items()})
+    mlflow.log_metric(f"best_{config.tune.objective}", best_trial.score)
+    mlflow.log_artifact(str(output / "best_hparams.json"))
+    return {"best_score": best_trial.score, "num_trials": len(trials)}

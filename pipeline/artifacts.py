@@ -1,0 +1,167 @@
+"""Artifact directories: content-addressed, written atomically, verified on reuse.
+
+An artifact lives at `<root>/<component>/<fingerprint>/`. It is built in a
+staging directory beside it and renamed into place with its `manifest.json`
+already inside, so a directory with a manifest is always a finished one.
+The fingerprint covers the component's config, its inputs' fingerprints, the
+source of the project code it runs and the library versions, so changing any
+of them re-runs the component and everything downstream, and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LIBRARIES = ("keras", "tensorflow-cpu", "jax", "apache-beam", "keras-tuner", "mlflow", "numpy", "pyarrow", "pandas", "scikit-learn")
+
+
+class ArtifactError(RuntimeError):
+    """A missing, unfinished or corrupted artifact."""
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    return versions
+
+
+def code_digest(paths: list[str]) -> str:
+    """sha256 over the project source files under `paths` (files or packages)."""
+    digest = hashlib.sha256()
+    for rel in paths:
+        target = PROJECT_ROOT / rel
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for file in files:
+            digest.update(str(file.relative_to(PROJECT_ROOT)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(component: str, config: dict[str, Any], inputs: dict[str, str], code: str) -> str:
+    payload = json.dumps(
+        {"component": component, "config": config, "inputs": inputs, "code": code,
+         "versions": library_versions()},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished artifact directory and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def read_json(self, name: str) -> Any:
+        with open(self.path / name, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def _list_files(directory: Path) -> dict[str, dict[str, Any]]:
+    return {
+        str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+class ArtifactStore:
+    """The artifact directories of one output root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def path(self, component: str, fp: str) -> Path:
+        return self.root / component / fp[:16]
+
+    def load(self, component: str, fp: str) -> Artifact | None:
+        """The finished artifact for `fp`, or None; a damaged one is moved aside."""
+        path = self.path(component, fp)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            problem = self.verify(path, manifest)
+        except (OSError, ValueError) as e:
+            problem = f"unreadable manifest ({e})"
+        if problem:
+            quarantine = path.with_name(f"{path.name}.corrupt-{dt.datetime.now():%Y%m%d%H%M%S}")
+            path.rename(quarantine)
+            raise ArtifactError(
+                f"{component} artifact {path} is damaged: {problem}. "
+                f"It was moved to {quarantine.name}; run again to rebuild it."
+            )
+        return Artifact(path, manifest)
+
+    @staticmethod
+    def verify(path: Path, manifest: dict[str, Any]) -> str | None:
+        """What is wrong with a finished artifact's files, or None."""
+        for name, expected in manifest["files"].items():
+            file = path / name
+            if not file.is_file():
+                return f"missing file {name}"
+            if file.stat().st_size != expected["size"] or file_sha256(file) != expected["sha256"]:
+                return f"file {name} does not match its manifest digest"
+        return None
+
+    @contextlib.contextmanager
+    def build(
+        self, component: str, fp: str, manifest: dict[str, Any], *, resume: bool
+    ) -> Iterator[Path]:
+        """Yields a staging directory; on success publishes it with its manifest.
+
+        A failed build leaves its staging directory for `resume=True`
+        components (training checkpoints, tuner state) and never a manifest.
+        A lock keeps two processes from building the same artifact at once.
+        """
+        final = self.path(component, fp)
+        staging = final.with_name(f".staging-{final.name}")
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.with_name(f".lock-{final.name}"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not resume and staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(exist_ok=True)
+            yield staging
+            manifest = {
+                **manifest,
+                "component": component,
+                "fingerprint": fp,
+                "versions": library_versions(),
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "files": _list_files(staging),
+            }
+            tmp = staging / f".{MANIFEST}.tmp"
+            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+            os.replace(tmp, staging / MANIFEST)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)

@@ -1,0 +1,126 @@
+"""Command line: `keras-pipeline run` for the whole pipeline, or one component by name."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.config import PARAMETERS, ConfigError, list_recipes, load_config  # noqa: E402
+
+COMPONENT_HELP = {
+    "ingest": "read the source; write stratified splits, schema and statistics",
+    "preprocess": "Beam full-pass statistics on train, applied to every split",
+    "tune": "Keras Tuner search, each trial a nested MLflow run",
+    "train": "fit the model and export it with its preprocessing",
+    "evaluate": "test metrics, baseline, blessing, Model Registry alias",
+}
+
+
+def _optional(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """Parses `kind`, treating '' as 'keep the recipe's value' (MLproject passes '' for unset)."""
+
+    def parse(text: str):
+        if text == "":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--{name.replace('_', '-')}: {text!r} is not a valid {kind.__name__}") from None
+
+    return parse
+
+
+def _models_epilog() -> str:
+    import keras_models
+
+    models = ", ".join(e.name for e in keras_models.list_models())
+    components = "\n".join(f"  {name:<11} {text}" for name, text in COMPONENT_HELP.items())
+    return (
+        f"components:\n  run         the whole pipeline\n{components}\n\n"
+        f"recipes: {', '.join(list_recipes())}\n"
+        f"models:  {models}\n\n"
+        "Unset options keep the recipe's values; --set SECTION.KEY=VALUE sets any other field."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--recipe", default="iris_mlp", help="recipe name in pipeline/recipes/ or a YAML path")
+    types = {"epochs": int, "batch_size": int, "max_trials": int, "seed": int, "learning_rate": float}
+    for name, target in PARAMETERS.items():
+        common.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_optional(types.get(name, str), name),
+                            default=None, help=f"sets {target}")
+    common.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config field, e.g. --set train.early_stopping_patience=5")
+    common.add_argument("--no-cache", action="store_true", help="re-run components even when a finished artifact matches")
+
+    parser = argparse.ArgumentParser(
+        prog="keras-pipeline",
+        description="TFX-style Keras pipeline: ingest → preprocess (Beam) → tune → train → evaluate, tracked in MLflow.",
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the whole pipeline")
+    for name, text in COMPONENT_HELP.items():
+        sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)")
+    sub.add_parser("list", help="list recipes, models and components")
+    return parser
+
+
+def _assignments(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        parsed[key] = yaml.safe_load(value)
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        import keras_models
+
+        print("recipes:", ", ".join(list_recipes()))
+        for entry in keras_models.list_models():
+            print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
+        return 0
+    overrides = {name: getattr(args, name) for name in PARAMETERS}
+    try:
+        config = load_config(args.recipe, {**overrides, **_assignments(args.assignments)})
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from pipeline.runner import run_pipeline
+    from pipeline.tracking import ui_command
+
+    result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)
+    print(f"\nMLflow run: {result.run_id}  ({result.tracking_uri})")
+    for name, component in result.components.items():
+        state = "cached" if component.cache_hit else "ran"
+        print(f"  {name:<11} {state:<7} {component.seconds:6.1f}s  {component.artifact.path}")
+    if result.test_metrics:
+        print("test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test_metrics.items()))
+        evaluate = result.components["evaluate"].artifact.manifest["summary"]
+        if evaluate.get("registration"):
+            r = evaluate["registration"]
+            print(f"registered: models:/{r['name']}@{r['alias']} (version {r['version']})")
+        else:
+            print("not blessed: see blessing.json in the evaluate artifact")
+    print(f"open the MLflow UI: {ui_command(result.tracking_uri)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

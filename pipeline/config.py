@@ -1,0 +1,212 @@
+"""Typed pipeline configuration: a recipe YAML, then parameter overrides.
+
+Every section is a strict pydantic model, so an unknown key or a bad value
+fails at load time with a message that names it and lists what is valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+class ConfigError(ValueError):
+    """A recipe or parameter the pipeline cannot run with."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(Section):
+    """Fractions of the rows for each split; stratified on the label."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    eval: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        total = self.train + self.eval + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:g}")
+        return self
+
+
+class DataConfig(Section):
+    """Where the examples come from.
+
+    `source` is `sklearn:<name>` (a bundled scikit-learn dataset),
+    `tfds:<name>[:<version>]` (a TensorFlow Datasets catalog name), or a path
+    to a `.csv` or `.parquet` file, relative to the checkout.
+    """
+
+    source: str
+    label: str | None = None
+    task: Literal["tabular_classification"] = "tabular_classification"
+    categorical: tuple[str, ...] = ()
+    split: SplitConfig = SplitConfig()
+    tfds_data_dir: str | None = None
+
+
+class PreprocessConfig(Section):
+    """Full-pass analyzers and the Beam runner that executes them."""
+
+    vocabulary_max_size: int | None = Field(None, gt=0)
+    vocabulary_min_frequency: int = Field(1, ge=1)
+    runner: str = "DirectRunner"
+    direct_num_workers: int = Field(1, ge=0)
+    direct_running_mode: Literal["in_memory", "multi_threading", "multi_processing"] = "in_memory"
+    beam_args: tuple[str, ...] = ()
+
+    # How Beam runs, not what it computes: left out of the cache key.
+    EXECUTION_ONLY: ClassVar[tuple[str, ...]] = ("runner", "direct_num_workers", "direct_running_mode", "beam_args")
+
+
+class ModelConfig(Section):
+    name: str = "mlp"
+    hparams: dict[str, Any] = {}
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(1e-2, gt=0, lt=10)
+    early_stopping_patience: int = Field(10, ge=1)
+    strategy: Literal["auto", "default"] = "auto"
+
+
+class TuneConfig(Section):
+    tuner: Literal["none", "random", "bayesian", "hyperband"] = "random"
+    max_trials: int = Field(5, ge=1)
+    epochs: int = Field(30, ge=1)
+    objective: str = "val_accuracy"
+
+
+class EvaluateConfig(Section):
+    """The blessing: every threshold met and the baseline beaten."""
+
+    thresholds: dict[str, float] = {"accuracy": 0.9}
+    must_beat_baseline: bool = True
+    registered_model_name: str | None = None
+    alias: str = "champion"
+
+
+class PipelineConfig(Section):
+    name: str
+    seed: int = 42
+    output_dir: str = "artifacts"
+    data: DataConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.evaluate.registered_model_name or self.name.replace("_", "-")
+
+
+# Flat parameters (CLI options, MLproject -P) and the config field each sets.
+PARAMETERS: dict[str, str] = {
+    "model": "model.name",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "learning_rate": "train.learning_rate",
+    "tuner": "tune.tuner",
+    "max_trials": "tune.max_trials",
+    "seed": "seed",
+    "runner": "preprocess.runner",
+    "output_dir": "output_dir",
+}
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str) -> Path:
+    """A recipe name from `pipeline/recipes/`, or a path to a YAML file."""
+    if recipe.endswith((".yaml", ".yml")):
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"Recipe file {recipe} does not exist.")
+        return path
+    path = RECIPES_DIR / f"{recipe}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(recipe, list_recipes(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"Unknown recipe {recipe!r}.{hint} Available: {', '.join(list_recipes())}."
+        )
+    return path
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Cannot set {dotted!r}: {key!r} is not a section.")
+    node[leaf] = value
+
+
+def _describe(error: dict, model: type[BaseModel]) -> str:
+    """One line for one validation error, listing the valid keys for an unknown one."""
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section: Any = model
+        for part in error["loc"][:-1]:
+            field = section.model_fields.get(str(part)) if isinstance(section, type) else None
+            section = field.annotation if field is not None else None
+        valid = sorted(section.model_fields) if isinstance(section, type) else []
+        close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{location}: unknown key{hint}; valid keys: {', '.join(valid)}"
+    return f"{location}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(
+    recipe: str = "iris_mlp",
+    overrides: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """Loads a recipe and applies `overrides` (flat parameter names or dotted paths)."""
+    path = recipe_path(recipe)
+    with open(path, encoding="utf-8") as f:
+        tree = yaml.safe_load(f) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"Recipe {path} must be a mapping at the top level.")
+    tree.setdefault("name", path.stem)
+    model = tree.get("model") or {}
+    if overrides and overrides.get("model") not in (None, model.get("name", "mlp")):
+        # The recipe's hyperparameters belong to its own model, not to the one asked for.
+        tree["model"] = {"name": overrides["model"]}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        _set_dotted(tree, PARAMETERS.get(key, key), value)
+    try:
+        config = PipelineConfig.model_validate(tree)
+    except ValidationError as e:
+        lines = "\n  ".join(_describe(err, PipelineConfig) for err in e.errors())
+        raise ConfigError(f"Invalid configuration from recipe {path.name}:\n  {lines}") from None
+    _check_model(config)
+    return config
+
+
+def _check_model(config: PipelineConfig) -> None:
+    import keras_models
+
+    try:
+        keras_models.get_entry(config.model.name)
+        keras_models.registry.check_hparams(config.model.name, config.model.hparams)
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
