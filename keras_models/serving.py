@@ -66,8 +66,12 @@ def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> kera
     return keras.Model(inputs, network(features), name=f"serving_{network.name}")
 
 
-def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A DataFrame of raw rows → the serving model's input dict."""
+def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, Any]:
+    """A DataFrame of raw rows → the serving model's input dict.
+
+    String columns become string tensors: Keras's `StringLookup` takes them
+    on the TensorFlow backend, which serves models with categorical features.
+    """
     missing = [n for n in [*transform["numeric"], *transform["categorical"]] if n not in frame.columns]
     if missing:
         raise ValueError(f"Input rows lack feature column(s) {missing}.")
@@ -76,7 +80,9 @@ def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, np.n
         for name in transform["numeric"]
     }
     for name in transform["categorical"]:
-        inputs[name] = frame[name].astype("string").fillna("").to_numpy(dtype=object).astype(str)[:, None]
+        import tensorflow as tf
+
+        inputs[name] = tf.constant(frame[name].astype("string").fillna("").to_numpy(dtype=object)[:, None])
     return inputs
 
 

@@ -84,7 +84,7 @@ def run_pipeline(
     store = ArtifactStore(config.output_dir)
     with mlflow.start_run(run_name=config.name, log_system_metrics=True) as parent:
         mlflow.set_tags({"pipeline.recipe": config.name, "pipeline.components": ",".join(order)})
-        mlflow.log_params(flatten(config.model_dump(mode="json")))
+        mlflow.log_params(flatten(config.model_dump(mode="json"), "config."))
         result = PipelineResult(run_id=parent.info.run_id, tracking_uri=uri)
         for name in order:
             result.components[name] = _run_component(name, config, store, result, no_cache)

@@ -45,3 +45,17 @@ def shared_datasets():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture
+def local_mlflow(tmp_path, monkeypatch):
+    """An isolated SQLite MLflow store for one test."""
+    import mlflow
+
+    from tests.helpers import use_mlflow_store
+
+    uri = use_mlflow_store(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()

@@ -1,0 +1,37 @@
+import pytest
+
+from pipeline.config import ConfigError, list_recipes, load_config
+
+
+def test_default_recipe_loads_with_typed_overrides():
+    config = load_config("iris_mlp", {"epochs": 7, "learning_rate": 0.5, "tuner": "bayesian", "train.batch_size": 4})
+    assert config.train.epochs == 7 and config.train.learning_rate == 0.5
+    assert config.tune.tuner == "bayesian" and config.train.batch_size == 4
+    assert config.data.source == "sklearn:iris"
+    assert "iris_mlp" in list_recipes()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.epochz": 3}, r"train.epochz: unknown key \(did you mean 'epochs'\?\); valid keys: batch_size"),
+        ({"epochs": 0}, r"train.epochs: Input should be greater than or equal to 1"),
+        ({"tuner": "grid"}, r"tune.tuner: Input should be 'none', 'random', 'bayesian' or 'hyperband'"),
+        ({"model": "mpl"}, r"Unknown model 'mpl'. Did you mean 'mlp'"),
+        ({"model.hparams": {"width": 3}}, r"Unknown hyperparameter\(s\) \['width'\] for model 'mlp'"),
+        ({"data.split": {"train": 0.9, "eval": 0.2, "test": 0.1}}, r"split fractions must sum to 1"),
+    ],
+)
+def test_bad_values_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("iris_mlp", overrides)
+
+
+def test_unknown_recipe_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"Unknown recipe 'iris_mpl'. Did you mean 'iris_mlp'\? Available: .*iris_mlp"):
+        load_config("iris_mpl")
+
+
+def test_switching_model_drops_the_recipes_hparams():
+    config = load_config("iris_mlp", {"model": "mlp"})
+    assert config.model.hparams["units"] == 32

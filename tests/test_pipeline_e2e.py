@@ -1,0 +1,122 @@
+"""The whole pipeline against a real MLflow tracking server on localhost."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(1)
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(mlflow_server, tmp_path_factory):
+    import mlflow
+
+    from pipeline.config import load_config
+    from pipeline.runner import run_pipeline
+
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+    try:
+        config = load_config("iris_mlp", {"output_dir": str(tmp_path_factory.mktemp("artifacts")),
+                                          "max_trials": 3, "tune.epochs": 15, "epochs": 80})
+        first = run_pipeline(config)
+        second = run_pipeline(config)
+        retrained = run_pipeline(load_config("iris_mlp", {**config.model_dump(include={"output_dir"}),
+                                                          "max_trials": 3, "tune.epochs": 15, "epochs": 81}))
+        yield config, first, second, retrained
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        while mlflow.active_run():
+            mlflow.end_run()
+
+
+def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
+    from mlflow import MlflowClient
+
+    config, first, _, _ = pipeline_run
+    client = MlflowClient(mlflow_server)
+    parent = client.get_run(first.run_id)
+    assert parent.data.metrics["test_accuracy"] >= 0.9
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{first.run_id}'")
+    by_name = {r.info.run_name: r for r in children}
+    assert set(by_name) == {"ingest", "preprocess", "tune", "train", "evaluate"}
+    trials = client.search_runs([parent.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{by_name['tune'].info.run_id}'")
+    assert len(trials) >= 3
+    history = client.get_metric_history(by_name["train"].info.run_id, "val_loss")
+    assert len(history) >= 5 and [m.step for m in history] == list(range(len(history)))
+    evaluate = by_name["evaluate"]
+    assert evaluate.data.metrics["test_macro_f1"] >= 0.9
+    assert evaluate.data.metrics["test_accuracy"] > evaluate.data.metrics["baseline_accuracy"]
+    plots = [a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")]
+    assert plots == ["plots/confusion_matrix.png"]
+    inputs = client.get_run(by_name["ingest"].info.run_id).inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "sklearn:iris"
+    version = client.get_model_version_by_alias(config.registered_model_name, "champion")
+    assert version.run_id == by_name["train"].info.run_id
+
+
+def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):
+    import mlflow
+
+    config, _, _, _ = pipeline_run
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/{config.registered_model_name}@champion")
+    iris = load_iris(as_frame=True)
+    rows = iris.frame.drop(columns="target").rename(columns=lambda c: c.replace(" (cm)", "_cm").replace(" ", "_"))
+    predictions = model.predict(rows)
+    truth = np.asarray(iris.target_names)[iris.target]
+    assert (predictions["label"].to_numpy() == truth).mean() >= 0.9
+    probabilities = predictions.filter(like="probability_").to_numpy()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
+    names = [spec.name for spec in model.metadata.get_input_schema().inputs]
+    assert names == list(rows.columns)
+
+
+def test_unchanged_components_are_reused_and_training_change_reruns_downstream(pipeline_run):
+    _, first, second, retrained = pipeline_run
+    assert not any(c.cache_hit for c in first.components.values())
+    assert all(c.cache_hit for c in second.components.values())
+    assert {n for n, c in retrained.components.items() if c.cache_hit} == {"ingest", "preprocess", "tune"}
+    assert retrained.components["train"].artifact.path != first.components["train"].artifact.path
+    assert isinstance(pd.DataFrame([first.test_metrics]), pd.DataFrame)

@@ -1,0 +1,101 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.artifact_io import read_columns
+from components.preprocess import AnalyzeFn, transform_batch
+from keras_models.serving import feature_matrix
+from tests.helpers import config_for, run_component, use_mlflow_store
+
+
+@pytest.fixture(scope="module")
+def penguins_artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("penguins")
+    use_mlflow_store(root)
+    config = config_for(**{"data.source": "data/penguins/penguins.csv", "data.label": "species"})
+    run_component("ingest", config, {}, root / "ingest")
+    run_component("preprocess", config, {"ingest": root / "ingest"}, root / "preprocess")
+    return root
+
+
+def test_statistics_are_full_pass_over_train_only(penguins_artifacts):
+    train = pq.read_table(penguins_artifacts / "ingest" / "train" / "data.parquet").to_pandas()
+    transform = json.loads((penguins_artifacts / "preprocess" / "transform" / "transform.json").read_text())
+    for name in ("bill_length_mm", "body_mass_g", "year"):
+        assert transform["numeric"][name]["mean"] == pytest.approx(train[name].mean(), rel=1e-6)
+        assert transform["numeric"][name]["variance"] == pytest.approx(train[name].var(ddof=0), rel=1e-6)
+    island_counts = train["island"].value_counts()
+    assert transform["categorical"]["island"]["vocabulary"] == list(island_counts.index)
+    assert transform["label"]["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert transform["num_train_rows"] == len(train)
+
+
+def test_every_split_is_transformed_with_train_statistics(penguins_artifacts):
+    transform = json.loads((penguins_artifacts / "preprocess" / "transform" / "transform.json").read_text())
+    for split in ("train", "eval", "test"):
+        raw = pq.read_table(penguins_artifacts / "ingest" / split / "data.parquet").to_pandas()
+        out = read_columns(penguins_artifacts / "preprocess" / "transformed" / split)
+        assert len(out["species"]) == len(raw)
+        stats = transform["numeric"]["flipper_length_mm"]
+        expected = ((raw["flipper_length_mm"] - stats["mean"]) / np.sqrt(stats["variance"])).fillna(0.0)
+        np.testing.assert_allclose(np.sort(out["flipper_length_mm"]), np.sort(expected), rtol=1e-5, atol=1e-5)
+        assert not np.isnan(out["bill_depth_mm"]).any()  # missing values imputed with the train mean
+    train = read_columns(penguins_artifacts / "preprocess" / "transformed" / "train")
+    assert abs(train["year"].mean()) < 1e-5 and abs(train["year"].std() - 1) < 1e-4
+
+
+def test_exported_preprocessing_matches_beam(penguins_artifacts):
+    """The serving model's Keras preprocessing gives the features Beam wrote: no skew."""
+    import keras
+
+    from keras_models.serving import build_serving_model, raw_inputs
+
+    transform = json.loads((penguins_artifacts / "preprocess" / "transform" / "transform.json").read_text())
+    raw = pq.read_table(penguins_artifacts / "ingest" / "test" / "data.parquet").to_pandas()
+    beam = read_columns(penguins_artifacts / "preprocess" / "transformed" / "test")
+    features = keras.Input((feature_matrix(beam, transform).shape[1],))
+    identity = keras.Model(features, keras.layers.Identity()(features))
+    serving = build_serving_model(identity, transform)
+    served = serving.predict(raw_inputs(raw, transform), verbose=0)
+    np.testing.assert_allclose(served, feature_matrix(beam, transform), atol=1e-5)
+
+    odd = raw.head(2).copy()
+    odd.loc[odd.index[0], ["bill_length_mm", "sex"]] = [np.nan, None]
+    odd.loc[odd.index[1], "island"] = "Atlantis"
+    expected = transform_batch(pa.Table.from_pandas(odd, preserve_index=False), transform, "test")
+    expected = feature_matrix({n: expected.column(n).to_numpy() for n in expected.column_names}, transform)
+    np.testing.assert_allclose(serving.predict(raw_inputs(odd, transform), verbose=0), expected, atol=1e-5)
+
+
+def test_analyzer_merges_batches_exactly():
+    rng = np.random.default_rng(0)
+    values = rng.normal(5, 3, size=1000).astype("float32")
+    values[::17] = np.nan
+    labels = np.array(["a", "b", "a", "c"] * 250)
+    batches = [pa.table({"x": values[i:i + 137], "y": labels[i:i + 137]}) for i in range(0, 1000, 137)]
+    fn = AnalyzeFn(["x"], [], "y")
+    accumulators = [fn.add_input(fn.create_accumulator(), b) for b in batches]
+    merged = fn.merge_accumulators(accumulators)
+    clean = values[~np.isnan(values)].astype("float64")
+    assert merged["count"][0] == clean.size
+    assert merged["mean"][0] == pytest.approx(clean.mean(), rel=1e-9)
+    assert merged["m2"][0] / merged["count"][0] == pytest.approx(clean.var(), rel=1e-9)
+    assert merged["counts"]["y"] == {"a": 500, "b": 250, "c": 250}
+
+
+def test_unseen_label_names_the_split_and_value():
+    transform = {"numeric": {}, "categorical": {}, "label": {"name": "y", "classes": ["a", "b"]}}
+    with pytest.raises(ValueError, match=r"Split 'test' has label value\(s\) \['c'\] never seen in the train split"):
+        transform_batch(pa.table({"y": ["a", "c"]}), transform, "test")
+
+
+def test_runs_on_two_worker_processes(tmp_path, local_mlflow):
+    config = config_for(**{"preprocess.direct_num_workers": 2, "preprocess.direct_running_mode": "multi_processing"})
+    run_component("ingest", config, {}, tmp_path / "ingest")
+    run_component("preprocess", config, {"ingest": tmp_path / "ingest"}, tmp_path / "preprocess")
+    frame = pd.DataFrame(read_columns(tmp_path / "preprocess" / "transformed" / "train"))
+    assert len(frame) == 105 and abs(frame["sepal_length_cm"].mean()) < 1e-5
