@@ -71,7 +71,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         validation_data=(x_eval, y_eval),
         epochs=settings.epochs,
         batch_size=settings.batch_size,
-        verbose=2,
+        verbose=0,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(backup)),
             keras.callbacks.EarlyStopping(

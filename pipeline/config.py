@@ -86,7 +86,7 @@ class TuneConfig(Section):
     tuner: Literal["none", "random", "bayesian", "hyperband"] = "random"
     max_trials: int = Field(5, ge=1)
     epochs: int = Field(30, ge=1)
-    objective: str = "val_accuracy"
+    objective: str = "val_loss"
 
 
 class EvaluateConfig(Section):

@@ -18,6 +18,8 @@ def configure(experiment: str) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
     mlflow.set_tracking_uri(uri)
+    # Per-epoch metrics are queued and flushed by a background thread, off the training loop.
+    mlflow.config.enable_async_logging(True)
     if not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         mlflow.set_experiment(experiment)
     return uri

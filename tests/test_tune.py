@@ -28,4 +28,5 @@ def test_each_tuner_logs_every_trial_as_a_nested_run(tuner, iris_preprocessed, t
     runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{tune_run.run_id}'")
     assert len(runs) == len(trials) == summary["num_trials"] >= 3
     assert runs["params.units"].notna().all() and runs["metrics.val_accuracy"].notna().all()
-    assert best["score"] == max(t["score"] for t in trials if t["score"] is not None)
+    assert best["objective"] == "val_loss"
+    assert best["score"] == min(t["score"] for t in trials if t["score"] is not None)
