@@ -18,11 +18,13 @@ $(VENV)/.installed: requirements.lock setup.cfg
 run: $(VENV)/.installed
 	$(PY) -m pipeline.cli run $(ARGS)
 
+# The whole suite on the TensorFlow backend, then the model zoo again on JAX.
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n 2 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 tests/models $(ARGS)
 
 bench: $(VENV)/.installed
-	$(PY) -m bench.run_all
+	$(PY) -m bench.pipeline_overhead
 
 docs: $(VENV)/.installed
 	$(PY) -m keras_models.catalogue > docs/models.md

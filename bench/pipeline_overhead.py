@@ -1,0 +1,62 @@
+"""Wall time of the default pipeline next to a bare Keras script doing the same training.
+
+    python -m bench.pipeline_overhead
+
+Runs, each in a fresh process and a fresh output directory:
+1. `keras-pipeline run` (ingest → preprocess → tune → train → evaluate), no cache;
+2. the same, re-run on its finished artifacts (every component cached);
+3. `bench/bare_keras_iris.py` with the trials and winner the pipeline found;
+and prints one table. Start-up is the time before the first component starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return time.perf_counter() - start, result.stdout + result.stderr
+
+
+def component_seconds(output: str) -> dict[str, tuple[str, float]]:
+    return {m[0]: (m[1], float(m[2])) for m in re.findall(r"^\s+(\w+)\s+(ran|cached)\s+([\d.]+)s", output, re.M)}
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    pipeline = [sys.executable, "-m", "pipeline.cli", "run", "--output-dir", str(work / "artifacts")]
+    cold, cold_log = timed(pipeline, env)
+    warm, warm_log = timed(pipeline, env)
+    tune_dir = next((work / "artifacts" / "tune").iterdir())
+    bare, bare_log = timed([sys.executable, "-m", "bench.bare_keras_iris", "--trials", str(tune_dir / "trials.json"),
+                            "--best", str(tune_dir / "best_hparams.json")], env)
+    bare_result = json.loads(bare_log.strip().splitlines()[-1])
+    components = component_seconds(cold_log)
+    startup = cold - sum(s for _, s in components.values())
+    accuracy = re.search(r"accuracy=([\d.]+)", cold_log).group(1)
+
+    print(f"| measure | seconds | note |\n| --- | ---: | --- |")
+    print(f"| pipeline, cold (no cache) | {cold:.1f} | test accuracy {accuracy} |")
+    for name, (state, seconds) in components.items():
+        print(f"| &nbsp;&nbsp;{name} | {seconds:.1f} | {state} |")
+    print(f"| &nbsp;&nbsp;start-up, MLflow set-up and summary | {startup:.1f} | outside components |")
+    print(f"| pipeline, re-run (all cached) | {warm:.1f} | " + ", ".join(
+        f"{n} {s:.2f}s" for n, (_, s) in component_seconds(warm_log).items()) + " |")
+    print(f"| bare Keras script, same training | {bare:.1f} | test accuracy {bare_result['test_accuracy']:.4f} |")
+    print(f"| overhead of the pipeline | {cold - bare:.1f} | {100 * (cold - bare) / cold:.0f}% of its wall time |")
+
+
+if __name__ == "__main__":
+    main()
