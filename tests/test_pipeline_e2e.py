@@ -32,7 +32,7 @@ def mlflow_server(tmp_path_factory):
         stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while True:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=2)
