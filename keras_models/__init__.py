@@ -15,7 +15,14 @@ from keras_models.registry import (
 )
 from keras_models.specs import InputSpec, OutputSpec
 
-from keras_models import dense  # noqa: F401  (registers its models)
+# Each family module registers its models when imported.
+from keras_models import (  # noqa: F401
+    dense,
+    seq2seq,
+    sequence,
+    tabular,
+    text,
+)
 
 __all__ = [
     "InputSpec",

@@ -1,0 +1,137 @@
+"""Greedy and beam-search decoding for the seq2seq models, and sequence scoring.
+
+Both decoders re-run the model on the whole target prefix at every step (no
+key/value cache): simple, and correct for every model of `keras_models.seq2seq`
+because step `t` only sees `target_in[:, :t + 1]`. The prefix lives in a
+fixed-size buffer padded with `PAD_ID`, so the compiled predict function is
+traced once per batch shape instead of once per prefix length.
+
+Returned sequences exclude `START_ID`, end with `END_ID` when the model emits
+it, and are at most `max_len` tokens long.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_models.seq2seq import END_ID, PAD_ID, START_ID
+
+
+def _as_batch(source_ids):
+    source = np.asarray(source_ids, dtype="int32")
+    return (source[None], True) if source.ndim == 1 else (source, False)
+
+
+def _probabilities(model, source, target_in):
+    probs = model.predict_on_batch({"source": source, "target_in": target_in})
+    return np.asarray(probs, dtype="float64")
+
+
+def greedy_decode(model, source_ids, max_len: int = 50):
+    """The most probable next token at every step, until `END_ID` or `max_len` tokens.
+
+    Args:
+        model: a seq2seq model taking `{"source", "target_in"}`.
+        source_ids: one source `(src_len,)` or a batch `(batch, src_len)` of token ids.
+        max_len: most tokens generated per sequence, the end token included.
+
+    Returns:
+        A list of token ids for one source, a list of such lists for a batch.
+    """
+    source, single = _as_batch(source_ids)
+    batch = len(source)
+    target_in = np.full((batch, max_len), PAD_ID, dtype="int32")
+    target_in[:, 0] = START_ID
+    sequences = [[] for _ in range(batch)]
+    finished = np.zeros(batch, dtype=bool)
+    for step in range(max_len):
+        tokens = _probabilities(model, source, target_in)[:, step].argmax(-1)
+        for row in np.flatnonzero(~finished):
+            sequences[row].append(int(tokens[row]))
+        finished |= tokens == END_ID
+        if finished.all() or step + 1 == max_len:
+            break
+        target_in[:, step + 1] = np.where(finished, PAD_ID, tokens)
+    return sequences[0] if single else sequences
+
+
+def _length_penalty(length: int, alpha: float) -> float:
+    # Wu et al. 2016 (GNMT): ((5 + |Y|) / 6) ** alpha; alpha = 0 compares raw log-probabilities.
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _beam_search_one(model, source, beam_width, max_len, length_penalty):
+    sources = np.repeat(source[None], beam_width, axis=0)
+    target_in = np.full((beam_width, max_len), PAD_ID, dtype="int32")
+    target_in[:, 0] = START_ID
+    live = [((), 0.0)]  # (tokens, log-probability) of the unfinished hypotheses
+    finished = []
+    for step in range(max_len):
+        for row, (tokens, _) in enumerate(live):
+            target_in[row, 1 : step + 1] = tokens
+        log_probs = np.log(np.maximum(_probabilities(model, sources, target_in)[:, step], 1e-300))
+        candidates = []
+        for row, (tokens, score) in enumerate(live):
+            for token in np.argsort(-log_probs[row], kind="stable")[:beam_width]:
+                candidates.append((tokens + (int(token),), score + log_probs[row, token]))
+        candidates.sort(key=lambda c: -c[1])
+        live = []
+        for tokens, score in candidates[:beam_width]:
+            (finished if tokens[-1] == END_ID else live).append((tokens, score))
+        if len(finished) >= beam_width or not live:
+            break
+    finished.extend(live)  # hypotheses cut at max_len compete too
+    best, _ = max(finished, key=lambda c: c[1] / _length_penalty(len(c[0]), length_penalty))
+    return list(best)
+
+
+def beam_search_decode(
+    model, source_ids, beam_width: int = 4, max_len: int = 50, length_penalty: float = 0.6
+):
+    """Beam search: keeps the `beam_width` most probable prefixes at every step.
+
+    A hypothesis that emits `END_ID` leaves the beam as finished; the search
+    stops once `beam_width` hypotheses have finished, no prefix is left, or
+    `max_len` tokens were generated. The result is the finished hypothesis with
+    the best `log p / ((5 + length) / 6) ** length_penalty` (Wu et al. 2016).
+    With `beam_width=1` this is greedy decoding.
+
+    Args:
+        model: a seq2seq model taking `{"source", "target_in"}`.
+        source_ids: one source `(src_len,)` or a batch `(batch, src_len)` of token ids.
+        beam_width: hypotheses kept per step.
+        max_len: most tokens generated per sequence, the end token included.
+        length_penalty: exponent `alpha` of the length normalisation; 0 disables it.
+
+    Returns:
+        A list of token ids for one source, a list of such lists for a batch.
+    """
+    if beam_width < 1:
+        raise ValueError(f"beam_width={beam_width} must be at least 1.")
+    source, single = _as_batch(source_ids)
+    sequences = [
+        _beam_search_one(model, row, beam_width, max_len, length_penalty) for row in source
+    ]
+    return sequences[0] if single else sequences
+
+
+def sequence_log_prob(model, source_ids, sequences) -> np.ndarray:
+    """`log p(sequence | source)` under the model for each (source, sequence) pair, as float64.
+
+    Args:
+        model: a seq2seq model taking `{"source", "target_in"}`.
+        source_ids: (batch, src_len) token ids.
+        sequences: `batch` lists of target token ids, without `START_ID`.
+    """
+    source, _ = _as_batch(source_ids)
+    length = max(len(s) for s in sequences)
+    target_in = np.full((len(source), length), PAD_ID, dtype="int32")
+    labels = np.full((len(source), length), PAD_ID, dtype="int32")
+    target_in[:, 0] = START_ID
+    for row, sequence in enumerate(sequences):
+        target_in[row, 1 : len(sequence)] = sequence[:-1]
+        labels[row, : len(sequence)] = sequence
+    probs = _probabilities(model, source, target_in)
+    picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
+    real = np.arange(length)[None, :] < np.array([len(s) for s in sequences])[:, None]
+    return np.where(real, np.log(np.maximum(picked, 1e-300)), 0.0).sum(axis=1)

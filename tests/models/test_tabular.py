@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import keras
+
+from keras_models import InputSpec, OutputSpec, build_model
+from keras_models.tabular import save_feature_mask_png, sparsemax, tabnet_feature_masks
+from tests.models.checks import (
+    assert_runs_mixed_bfloat16,
+    assert_save_load_identical,
+    assert_training_lowers_loss,
+    count_params,
+)
+
+SPEC_IN, SPEC_OUT = InputSpec((30,)), OutputSpec("classification", 2)
+SMALL = dict(n_d=8, n_a=8, n_steps=2, n_shared=1, n_independent=1, momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    """scikit-learn's breast-cancer data: 569 rows, 30 standardised features, binary label."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x = ((data.data - data.data.mean(0)) / data.data.std(0)).astype("float32")
+    return x, data.target.astype("int32"), list(data.feature_names)
+
+
+def sparsemax_reference(z):
+    """Sparsemax by bisection on the threshold τ with Σ max(z - τ, 0) = 1 (no sorting)."""
+    low, high = z.min(-1, keepdims=True) - 1.0, z.max(-1, keepdims=True)
+    for _ in range(100):
+        tau = (low + high) / 2
+        over = np.maximum(z - tau, 0).sum(-1, keepdims=True) > 1
+        low, high = np.where(over, tau, low), np.where(over, high, tau)
+    return np.maximum(z - (low + high) / 2, 0)
+
+
+def test_sparsemax_matches_reference_with_exact_zeros():
+    z = np.random.default_rng(0).normal(scale=2.0, size=(64, 10)).astype("float32")
+    p = keras.ops.convert_to_numpy(sparsemax(z))
+    np.testing.assert_allclose(p, sparsemax_reference(z.astype("float64")), atol=1e-5)
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
+    assert (p == 0).mean() > 0.3 and (p >= 0).all()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(np.array([[0.0, 0.5, 3.0]]))), [[0, 0, 1]])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(np.array([[1.0, 1.2, -2.0]]))), [[0.4, 0.6, 0]], atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(z.T, axis=0)), p.T, atol=1e-6)
+
+
+def tabnet_params(features, n_d, n_a, n_steps, n_shared, n_independent, units):
+    width = n_d + n_a
+    glu = lambda inputs: inputs * 2 * width  # noqa: E731  (dense layers have no bias)
+    shared = sum(glu(features if j == 0 else width) for j in range(n_shared))
+    independent = sum(glu(features if n_shared + j == 0 else width) for j in range(n_independent))
+    norms = (n_shared + n_independent) * 2 * (2 * width)  # γ and β of each block's batch norm
+    attention = n_a * features + 2 * features
+    return 2 * features + shared + (n_steps + 1) * (independent + norms) + n_steps * attention + n_d * units + units
+
+
+@pytest.mark.parametrize("n_shared,n_independent", [(2, 2), (0, 1)])
+def test_tabnet_heads_and_parameter_count(n_shared, n_independent):
+    model = build_model("tabnet", SPEC_IN, SPEC_OUT, n_shared=n_shared, n_independent=n_independent)
+    assert model.output_shape == (None, 2)
+    assert count_params(model) == tabnet_params(30, 8, 8, 3, n_shared, n_independent, 2)
+    assert build_model("tabnet", SPEC_IN, OutputSpec("regression", 3), **SMALL).output_shape == (None, 3)
+
+
+def test_tabnet_adds_the_mask_entropy_loss(breast_cancer):
+    x = breast_cancer[0][:32]
+    model = build_model("tabnet", SPEC_IN, SPEC_OUT, sparsity_coefficient=0.01, **SMALL)
+    encoder = model.get_layer("tabnet_encoder")
+    _, masks, _ = encoder(x, training=False, return_masks=True)
+    masks = keras.ops.convert_to_numpy(masks)
+    entropy = (-masks * np.log(masks + 1e-15)).sum(-1).mean(-1).sum() / SMALL["n_steps"]
+    assert len(encoder.losses) == 1
+    np.testing.assert_allclose(float(encoder.losses[0]), 0.01 * entropy, rtol=1e-4)
+
+
+def test_tabnet_learns_breast_cancer_with_readable_masks(breast_cancer, tmp_path):
+    x, y, names = breast_cancer
+    model = build_model("tabnet", SPEC_IN, SPEC_OUT, **SMALL)
+    assert_training_lowers_loss(model, x, y, loss="sparse_categorical_crossentropy", epochs=6, learning_rate=1e-2, factor=0.6)
+    assert (model.predict(x, verbose=0).argmax(1) == y).mean() >= 0.9
+
+    masks, importance = tabnet_feature_masks(model, x[:50])
+    assert masks.shape == (2, 50, 30) and importance.shape == (50, 30)
+    np.testing.assert_allclose(masks.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(importance.sum(-1), 1.0, atol=1e-5)
+    assert (masks == 0).any() and (masks >= 0).all()
+    save_feature_mask_png(masks, names, tmp_path / "masks.png")
+    assert (tmp_path / "masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert_save_load_identical(model, x[:32], tmp_path)  # the batch shape predict compiled above
+
+
+def test_tabnet_mixed_bfloat16(breast_cancer):
+    assert_runs_mixed_bfloat16("tabnet", SPEC_IN, SPEC_OUT, breast_cancer[0][:8], **SMALL)
+
+
+def test_tabnet_rejects_bad_hparams():
+    with pytest.raises(ValueError, match="gamma=0.5 .* out of range"):
+        build_model("tabnet", SPEC_IN, SPEC_OUT, gamma=0.5)
+    with pytest.raises(ValueError, match="n_shared \\+ n_independent >= 1"):
+        build_model("tabnet", SPEC_IN, SPEC_OUT, n_shared=0, n_independent=0)
+
+
+def test_tabnet_search_space_feeds_the_builder():
+    import keras_tuner
+    from keras_models import search_space
+
+    hp = keras_tuner.HyperParameters()
+    hparams = search_space("tabnet", hp)
+    assert {p.name for p in hp.space} == set(hparams)
+    assert build_model("tabnet", SPEC_IN, SPEC_OUT, **hparams).output_shape == (None, 2)
+
+
+def test_tabular_docstring_examples_run():
+    import doctest
+
+    from keras_models import tabular
+
+    assert doctest.testmod(tabular, raise_on_error=False).failed == 0
