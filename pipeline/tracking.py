@@ -14,14 +14,16 @@ DEFAULT_STORE = "mlflow.db"
 def configure(experiment: str) -> str:
     """Points MLflow at `MLFLOW_TRACKING_URI` or `sqlite:///mlflow.db` and selects the experiment.
 
-    `mlflow run` exports `MLFLOW_EXPERIMENT_ID`; that experiment wins over the recipe's name.
+    Under `mlflow run` (which exports `MLFLOW_RUN_ID`) the pipeline attaches to
+    that run and its experiment; otherwise the experiment is
+    `MLFLOW_EXPERIMENT_NAME` or the recipe's name.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
     mlflow.set_tracking_uri(uri)
     # Per-epoch metrics are queued and flushed by a background thread, off the training loop.
     mlflow.config.enable_async_logging(True)
-    if not os.environ.get("MLFLOW_EXPERIMENT_ID") and not os.environ.get("MLFLOW_EXPERIMENT_NAME"):
-        mlflow.set_experiment(experiment)
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
     return uri
 
 
