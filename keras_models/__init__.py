@@ -17,11 +17,13 @@ from keras_models.specs import InputSpec, OutputSpec
 
 # Each family module registers its models when imported.
 from keras_models import (  # noqa: F401
+    convolutional,
     dense,
     seq2seq,
     sequence,
     tabular,
     text,
+    vision_transformer,
 )
 
 __all__ = [

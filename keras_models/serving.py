@@ -137,6 +137,8 @@ def log_pyfunc_model(
     import mlflow
     from mlflow.models import infer_signature
 
+    # Numeric columns are declared as double: clients send float64, and float32 converts safely to it.
+    example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_float_dtype(example[c])})
     requirements = [
         f"{name}=={importlib.metadata.version(name)}"
         for name in ("keras", "tensorflow-cpu", "numpy", "pandas")

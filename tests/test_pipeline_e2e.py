@@ -72,7 +72,7 @@ def pipeline_run(mlflow_server, tmp_path_factory):
 def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
     from mlflow import MlflowClient
 
-    config, first, _, _ = pipeline_run
+    config, first, _, retrained = pipeline_run
     client = MlflowClient(mlflow_server)
     parent = client.get_run(first.run_id)
     assert parent.data.metrics["test_accuracy"] >= 0.9
@@ -92,8 +92,12 @@ def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
     assert plots == ["plots/confusion_matrix.png"]
     inputs = client.get_run(by_name["ingest"].info.run_id).inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "sklearn:iris"
-    version = client.get_model_version_by_alias(config.registered_model_name, "champion")
-    assert version.run_id == by_name["train"].info.run_id
+    versions = client.search_model_versions(f"name = '{config.registered_model_name}'")
+    assert sorted(v.run_id for v in versions) == sorted(
+        [by_name["train"].info.run_id, retrained.components["train"].artifact.manifest["mlflow_run_id"]]
+    )  # the all-cached re-run registered nothing new
+    champion = client.get_model_version_by_alias(config.registered_model_name, "champion")
+    assert champion.run_id == retrained.components["train"].artifact.manifest["mlflow_run_id"]
 
 
 def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):

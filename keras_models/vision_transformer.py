@@ -1,0 +1,394 @@
+"""The Vision Transformer (ViT), its attention maps, and resolution changes of its weights.
+
+Dosovitskiy et al. 2020: an image is cut into P×P patches, each linearly
+embedded; a learned [class] token is prepended, learned position embeddings are
+added, and a stack of pre-norm Transformer encoder blocks feeds the head from
+the class token's final state.
+
+Besides the builder, this module offers:
+- `attention_maps(model, images)`: every block's per-head attention weights;
+- `attention_rollout(model, images)`: Abnar & Zuidema 2020's rollout as an
+  (H, W) map per image, and `save_attention_png` to draw it over the image;
+- `load_weights_with_resize(model, source)`: loads weights trained at another
+  resolution, resizing the position-embedding grid bilinearly (as the paper
+  does to fine-tune at a higher resolution, section 3.2). `model.load_weights`
+  does the same, since `ViTPositionEmbedding` resizes in `load_own_variables`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_models.heads import require_range, task_head
+from keras_models.registry import register_model
+from keras_models.specs import InputSpec, OutputSpec
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class ViTClassToken(keras.layers.Layer):
+    """Prepends a learned [class] token to a sequence of patch embeddings (ViT eq. 1).
+
+    Its variable has shape `(1, 1, dim)` and starts at zero, as in the paper's code.
+
+    Example:
+    >>> tuple(ViTClassToken()(keras.ops.ones((2, 4, 8))).shape)
+    (2, 5, 8)
+    """
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros", name="token")
+
+    def call(self, inputs):
+        token = ops.cast(self.token, inputs.dtype)
+        token = ops.broadcast_to(token, (ops.shape(inputs)[0], 1, ops.shape(inputs)[-1]))
+        return ops.concatenate([token, inputs], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        length = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], length, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class ViTPositionEmbedding(keras.layers.Layer):
+    """Learned 1-D position embeddings of the class token and a grid of patches.
+
+    The class token's embedding and the patch grid's are separate variables of
+    shapes `(1, dim)` and `(grid_height, grid_width, dim)`, so that weights saved
+    at one resolution load at another: `load_own_variables` keeps the class-token
+    embedding and resizes the grid bilinearly (Dosovitskiy et al. 2020, section 3.2)
+    with half-pixel centres and no antialiasing, as `keras.ops.image.resize` does
+    (and big_vision and timm; the paper's first code release used corner-aligned
+    `scipy.ndimage.zoom`).
+
+    Args:
+        grid_size: tuple of two ints, patches per column and per row.
+        stddev: float, standard deviation of the normal initialiser.
+
+    Example:
+    >>> layer = ViTPositionEmbedding(grid_size=(2, 2))
+    >>> tuple(layer(keras.ops.zeros((1, 5, 8))).shape)
+    (1, 5, 8)
+    """
+
+    def __init__(self, grid_size, stddev: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = tuple(int(g) for g in grid_size)
+        self.stddev = stddev
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        initializer = keras.initializers.RandomNormal(stddev=self.stddev)
+        self.class_embedding = self.add_weight(shape=(1, dim), initializer=initializer, name="class_embedding")
+        self.grid_embedding = self.add_weight(
+            shape=(*self.grid_size, dim), initializer=initializer, name="grid_embedding"
+        )
+
+    def call(self, inputs):
+        grid = ops.reshape(self.grid_embedding, (-1, self.grid_embedding.shape[-1]))
+        embedding = ops.concatenate([self.class_embedding, grid], axis=0)
+        return inputs + ops.cast(embedding, inputs.dtype)[None]
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != 2:
+            raise ValueError(
+                f"Layer {self.name!r} expects 2 variables (class and grid embeddings), "
+                f"found {len(store.keys())} in the saved weights."
+            )
+        grid = store["1"]
+        if tuple(grid.shape[:2]) != self.grid_size:
+            grid = ops.image.resize(
+                grid, self.grid_size, interpolation="bilinear", antialias=False, data_format="channels_last"
+            )
+        self.class_embedding.assign(store["0"])
+        self.grid_embedding.assign(grid)
+
+    def get_config(self):
+        return {**super().get_config(), "grid_size": self.grid_size, "stddev": self.stddev}
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class ViTEncoderBlock(keras.layers.Layer):
+    """Pre-norm Transformer encoder block (ViT eqs. 2-3).
+
+    `x + MSA(LN(x))`, then `x + MLP(LN(x))` with MLP = Dense(mlp_dim, GELU) →
+    Dense(dim). The query, key, value and output projections have the layout of
+    `keras.layers.MultiHeadAttention`; the attention softmax is computed in
+    float32, so the weights sum to 1 under `mixed_bfloat16` too. Called with
+    `return_attention_scores=True` it also returns the attention weights,
+    shaped `(batch, heads, tokens, tokens)`.
+
+    Args:
+        num_heads: int, attention heads; must divide the embedding size.
+        mlp_dim: int, hidden width of the MLP.
+        dropout: float, dropout on the MLP's hidden layer and on both residual branches.
+        attention_dropout: float, dropout on the attention weights.
+        layer_norm_epsilon: float, epsilon of both layer normalisations.
+
+    Example:
+    >>> block = ViTEncoderBlock(num_heads=2, mlp_dim=16)
+    >>> outputs, weights = block(keras.ops.ones((1, 5, 8)), return_attention_scores=True)
+    >>> tuple(outputs.shape), tuple(weights.shape)
+    ((1, 5, 8), (1, 2, 5, 5))
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(f"Embedding size {dim} is not divisible by num_heads={self.num_heads}.")
+        head_dim = dim // self.num_heads
+        common = dict(dtype=self.dtype_policy)
+
+        def projection(name):
+            return keras.layers.EinsumDense(
+                "btd,dnh->btnh", output_shape=(None, self.num_heads, head_dim), bias_axes="nh",
+                name=name, **common,
+            )
+
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="attention_norm", **common
+        )
+        self.query, self.key, self.value = projection("query"), projection("key"), projection("value")
+        self.attention_output = keras.layers.EinsumDense(
+            "btnh,nhd->btd", output_shape=(None, dim), bias_axes="d", name="attention_output", **common
+        )
+        self.attention_dropout_layer = keras.layers.Dropout(self.attention_dropout, **common)
+        self.mlp_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="mlp_norm", **common)
+        self.mlp_hidden = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_hidden", **common)
+        self.mlp_output = keras.layers.Dense(dim, name="mlp_output", **common)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, **common)
+
+        heads_shape = (*input_shape[:-1], self.num_heads, head_dim)
+        for layer in (self.attention_norm, self.query, self.key, self.value, self.mlp_norm, self.mlp_hidden):
+            layer.build(input_shape)
+        self.attention_output.build(heads_shape)
+        self.mlp_output.build((*input_shape[:-1], self.mlp_dim))
+        self._scale = 1.0 / float(np.sqrt(head_dim))
+
+    def call(self, inputs, training=None, return_attention_scores=False):
+        x = self.attention_norm(inputs)
+        query = self.query(x) * ops.cast(self._scale, x.dtype)
+        scores = ops.einsum("btnh,bsnh->bnts", query, self.key(x))
+        weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
+        dropped = ops.cast(self.attention_dropout_layer(weights, training=training), x.dtype)
+        attended = ops.einsum("bnts,bsnh->btnh", dropped, self.value(x))
+        x = inputs + self.dropout_layer(self.attention_output(attended), training=training)
+        y = self.dropout_layer(self.mlp_hidden(self.mlp_norm(x)), training=training)
+        outputs = x + self.dropout_layer(self.mlp_output(y), training=training)
+        return (outputs, weights) if return_attention_scores else outputs
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+        }
+
+
+def vit_search_space(hp):
+    return dict(
+        patch_size=hp.Choice("patch_size", [2, 4]),
+        hidden_dim=hp.Choice("hidden_dim", [32, 64, 128]),
+        num_layers=hp.Int("num_layers", 2, 6),
+        num_heads=hp.Choice("num_heads", [2, 4]),
+        mlp_dim=hp.Choice("mlp_dim", [64, 128, 256]),
+        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1),
+    )
+
+
+@register_model(
+    "vit",
+    family="attention_vision",
+    search_space=vit_search_space,
+    paper="Dosovitskiy et al. 2020, An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+    tasks=("classification",),
+)
+def vit(
+    input_spec: InputSpec,
+    output_spec: OutputSpec,
+    *,
+    patch_size: int = 16,
+    hidden_dim: int = 768,
+    num_layers: int = 12,
+    num_heads: int = 12,
+    mlp_dim: int = 3072,
+    dropout: float = 0.1,
+    attention_dropout: float = 0.0,
+) -> keras.Model:
+    """Vision Transformer: patch embedding, class token, position embedding, pre-norm encoder, head.
+
+    The patch embedding is a convolution with kernel and stride `patch_size`;
+    the head reads the class token after a final layer normalisation. The
+    defaults are ViT-B/16 (86,567,656 parameters at 224×224×3 with 1000 classes).
+
+    Args:
+        patch_size: side of the square patches; must divide the image's height and width.
+        hidden_dim: embedding size D.
+        num_layers: encoder blocks.
+        num_heads: attention heads; must divide `hidden_dim`.
+        mlp_dim: hidden width of each block's MLP.
+        dropout: dropout after the embeddings, in the MLPs and on the residual branches.
+        attention_dropout: dropout on the attention weights.
+
+    Example:
+    >>> from keras_models import build_model, InputSpec, OutputSpec
+    >>> model = build_model("vit", InputSpec((8, 8, 1)), OutputSpec("classification", 10),
+    ...                     patch_size=4, hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
+    >>> model.output_shape
+    (None, 10)
+    """
+    shape = tuple(input_spec.shape)
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(f"Model 'vit' needs images of a fixed (height, width, channels) shape; got {shape}.")
+    height, width, _ = shape
+    require_range("patch_size", patch_size, 1, min(height, width), model="vit")
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"Hyperparameter patch_size={patch_size} of model 'vit' must divide the image size {height}x{width}."
+        )
+    require_range("hidden_dim", hidden_dim, 1, 8192, model="vit")
+    require_range("num_layers", num_layers, 1, 48, model="vit")
+    require_range("num_heads", num_heads, 1, hidden_dim, model="vit")
+    if hidden_dim % num_heads:
+        raise ValueError(f"Hyperparameter num_heads={num_heads} of model 'vit' must divide hidden_dim={hidden_dim}.")
+    require_range("mlp_dim", mlp_dim, 1, 65536, model="vit")
+    require_range("dropout", dropout, 0.0, 0.9, model="vit")
+    require_range("attention_dropout", attention_dropout, 0.0, 0.9, model="vit")
+    grid = (height // patch_size, width // patch_size)
+
+    inputs = keras.Input(shape=shape, name="images")
+    x = keras.layers.Conv2D(hidden_dim, patch_size, strides=patch_size, name="patch_embedding")(inputs)
+    x = keras.layers.Reshape((grid[0] * grid[1], hidden_dim), name="patch_sequence")(x)
+    x = ViTClassToken(name="class_token")(x)
+    x = ViTPositionEmbedding(grid, name="position_embedding")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(num_layers):
+        x = ViTEncoderBlock(num_heads, mlp_dim, dropout, attention_dropout, name=f"encoder_block_{i}")(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(x)
+    return keras.Model(inputs, task_head(x[:, 0], output_spec), name="vit")
+
+
+def _encoder_blocks(model: keras.Model) -> list[ViTEncoderBlock]:
+    blocks = [layer for layer in model.layers if isinstance(layer, ViTEncoderBlock)]
+    if not blocks:
+        raise ValueError(f"Model {model.name!r} has no ViTEncoderBlock layers.")
+    return blocks
+
+
+class _AttentionProbe(keras.Model):
+    """Runs a ViT's embedding and blocks, returning the stacked attention weights.
+
+    A subclassed model, because a functional one cannot hold a second call of a
+    layer whose outputs differ in structure from its first call.
+    """
+
+    def __init__(self, vit_model: keras.Model):
+        super().__init__(name=f"{vit_model.name}_attention")
+        self.encoder_blocks = _encoder_blocks(vit_model)
+        self.embedding = keras.Model(vit_model.input, self.encoder_blocks[0].input)
+
+    def call(self, images):
+        x, maps = self.embedding(images), []
+        for block in self.encoder_blocks:
+            x, weights = block(x, return_attention_scores=True)
+            maps.append(weights)
+        return ops.stack(maps, axis=1)
+
+
+def attention_maps(model: keras.Model, images, batch_size: int = 32) -> np.ndarray:
+    """Attention weights of every block and head, shaped `(images, layers, heads, tokens, tokens)`.
+
+    Token 0 is the class token; row `i` of a map is how token `i` attends to every token.
+    """
+    probe = _AttentionProbe(model)
+    maps = probe.predict(images, batch_size=batch_size, verbose=0)
+    return np.asarray(maps, dtype="float32")
+
+
+def attention_rollout(model: keras.Model, images, head_fusion: str = "mean") -> np.ndarray:
+    """Attention rollout (Abnar & Zuidema 2020): how much the class token draws on each pixel.
+
+    Heads are fused (`"mean"`, `"max"` or `"min"`), the residual connection is
+    accounted for as `0.5 * A + 0.5 * I` with rows renormalised, and the layers'
+    matrices are multiplied from the first to the last. The class token's row
+    over the patches, scaled to a maximum of 1, is returned as an `(H, W)` map
+    per image (each patch's value fills its P×P pixels).
+    """
+    fuse = {"mean": np.mean, "max": np.max, "min": np.min}
+    if head_fusion not in fuse:
+        raise ValueError(f"head_fusion={head_fusion!r} must be one of {sorted(fuse)}.")
+    maps = fuse[head_fusion](attention_maps(model, images).astype("float64"), axis=2)
+    tokens = maps.shape[-1]
+    identity = np.eye(tokens)
+    rollout = np.broadcast_to(identity, (maps.shape[0], tokens, tokens))
+    for layer in range(maps.shape[1]):
+        mixed = 0.5 * maps[:, layer] + 0.5 * identity
+        rollout = (mixed / mixed.sum(-1, keepdims=True)) @ rollout
+    grid_h, grid_w = model.get_layer("position_embedding").grid_size
+    relevance = rollout[:, 0, 1:].reshape(-1, grid_h, grid_w)
+    relevance = relevance / relevance.max(axis=(1, 2), keepdims=True)
+    height, width = model.input_shape[1:3]
+    pixels = np.repeat(np.repeat(relevance, height // grid_h, axis=1), width // grid_w, axis=2)
+    return pixels.astype("float32")
+
+
+def save_attention_png(image, rollout, path, alpha: float = 0.5) -> str:
+    """Writes a PNG of `image` beside `image` overlaid with its `rollout` map (matplotlib, Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    image = np.asarray(image, dtype="float32")
+    image = (image - image.min()) / max(float(image.max() - image.min()), 1e-12)
+    gray = image.shape[-1] == 1
+    shown = image[..., 0] if gray else image
+    figure = Figure(figsize=(6, 3))
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    for axes, title in ((left, "image"), (right, "attention rollout")):
+        axes.imshow(shown, cmap="gray" if gray else None)
+        axes.set_title(title)
+        axes.axis("off")
+    right.imshow(np.asarray(rollout), cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return str(path)
+
+
+def load_weights_with_resize(model: keras.Model, source) -> keras.Model:
+    """Loads `source` (a ViT model or a weights file) into `model`, built at any resolution.
+
+    Every variable must match except the position-embedding grid, which
+    `ViTPositionEmbedding.load_own_variables` resizes bilinearly to `model`'s grid.
+    """
+    if isinstance(source, keras.Model):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "source.weights.h5")
+            source.save_weights(path)
+            model.load_weights(path)
+    else:
+        model.load_weights(source)
+    return model
