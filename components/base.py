@@ -20,7 +20,7 @@ class ComponentSpec:
         name: the component's name, also its artifact folder and MLflow run name.
         inputs: names of the upstream components whose artifacts it reads.
         optional_inputs: inputs it uses when the pipeline produced them.
-        config_sections: the `PipelineConfig` sections that are its parameters.
+        config_sections: the `PipelineConfig` sections (or `section.field`s) that are its parameters.
         code: project paths whose source is part of its cache key.
         resumable: keep a failed run's staging directory for the next attempt.
     """

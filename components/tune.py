@@ -19,7 +19,7 @@ from components.base import ComponentSpec
 SPEC = ComponentSpec(
     name="tune",
     inputs=("preprocess",),
-    config_sections=("model", "tune", "train", "seed"),
+    config_sections=("model", "tune", "train.batch_size", "seed"),
     code=("components/tune.py", "components/base.py", "components/artifact_io.py", "keras_models"),
     resumable=True,
     description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",

@@ -37,7 +37,10 @@ def active_components(config: PipelineConfig) -> list[str]:
 def component_config(spec: ComponentSpec, config: PipelineConfig) -> dict[str, Any]:
     """The part of the config that can change the component's output."""
     dumped = config.model_dump(mode="json")
-    section = {key: dumped[key] for key in spec.config_sections}
+    section: dict[str, Any] = {}
+    for key in spec.config_sections:  # a section, or one field of it ("train.batch_size")
+        head, _, field_name = key.partition(".")
+        section[key] = dumped[head][field_name] if field_name else dumped[head]
     if "preprocess" in section:
         for key in config.preprocess.EXECUTION_ONLY:
             section["preprocess"].pop(key)
