@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import keras_tuner
 
-from keras_models import InputSpec, OutputSpec, build_model, list_models
-from keras_models.registry import ModelEntry
+from keras_models import InputSpec, OutputSpec, list_models
+from keras_models.registry import ModelEntry, count_parameters
 
 # A representative task per family: the one its recipes train on.
 EXAMPLE_SPECS: dict[str, tuple[str, InputSpec, OutputSpec]] = {
     "dense": ("Iris, 4 features → 3 classes", InputSpec((4,)), OutputSpec("classification", 3)),
     "tabular": ("breast cancer, 30 features → 2 classes", InputSpec((30,)), OutputSpec("classification", 2)),
-    "convolutional": ("MNIST 28×28×1 → 10 classes", InputSpec((28, 28, 1)), OutputSpec("classification", 10)),
-    "attention_vision": ("MNIST 28×28×1 → 10 classes", InputSpec((28, 28, 1)), OutputSpec("classification", 10)),
+    "convolutional": ("ImageNet 224×224×3 → 1,000 classes", InputSpec((224, 224, 3)), OutputSpec("classification", 1000)),
+    "attention_vision": ("ImageNet 224×224×3 → 1,000 classes", InputSpec((224, 224, 3)), OutputSpec("classification", 1000)),
     "sequence": ("24 steps × 1 channel → 12-step forecast", InputSpec((24, 1)), OutputSpec("forecasting", 12)),
     "seq2seq": ("20 source tokens, vocabularies of 2,000", InputSpec((20,), "int32", 2000),
                 OutputSpec("seq2seq", vocab_size=2000)),
@@ -34,6 +34,8 @@ def _space(entry: ModelEntry) -> str:
         config = p.get_config()
         if "values" in config:
             parts.append(f"{p.name} ∈ {{{', '.join(map(str, config['values']))}}}")
+        elif "min_value" not in config:  # Boolean or Fixed
+            parts.append(f"{p.name} = {config.get('value', '{True, False}')}")
         else:
             scale = " (log)" if config.get("sampling") == "log" else ""
             parts.append(f"{p.name} ∈ [{config['min_value']:g}, {config['max_value']:g}]{scale}")
@@ -44,8 +46,7 @@ def _params(entry: ModelEntry) -> tuple[str, str]:
     description, input_spec, output_spec = EXAMPLE_SPECS.get(entry.family, EXAMPLE_SPECS["dense"])
     if output_spec.task not in entry.tasks:
         output_spec = OutputSpec(entry.tasks[0], output_spec.units, output_spec.vocab_size or input_spec.vocab_size)
-    model = build_model(entry.name, input_spec, output_spec)
-    return f"{model.count_params():,}", description
+    return f"{count_parameters(entry.name, input_spec, output_spec):,}", description
 
 
 def render() -> str:

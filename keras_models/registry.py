@@ -122,3 +122,19 @@ def search_space(name: str, hp) -> dict[str, Any]:
     hparams = entry.search_space(hp)
     check_hparams(name, hparams)
     return hparams
+
+
+def count_parameters(name: str, input_spec: InputSpec, output_spec: OutputSpec, **hparams: Any) -> int:
+    """Trainable parameters of model `name`, built without drawing its initial weights.
+
+    Variables are created inside a `StatelessScope` that never initialises
+    them, so reference-size models (VGG-16, ViT-B/16) are counted in seconds;
+    the session is cleared afterwards so no later scope initialises them.
+    """
+    import numpy as np
+
+    with keras.StatelessScope(initialize_variables=False):
+        model = build_model(name, input_spec, output_spec, **hparams)
+    count = int(sum(np.prod(v.shape) for v in model.weights if v.trainable))
+    keras.backend.clear_session()
+    return count

@@ -10,6 +10,7 @@ import numpy as np
 import keras
 
 from keras_models import build_model
+from keras_models.registry import count_parameters
 
 
 def assert_save_load_identical(model: keras.Model, inputs, tmp_path, atol=1e-5) -> None:
@@ -57,15 +58,5 @@ def count_params(model: keras.Model) -> int:
 
 
 def count_params_unallocated(name, input_spec, output_spec, **hparams) -> int:
-    """Trainable parameters of a model built without drawing its initial weights.
-
-    For reference-size models (VGG-16, ViT-B/16): variables are created inside a
-    `StatelessScope` that never initialises them, which on JAX also skips one XLA
-    compilation per weight shape. The session is cleared afterwards so that no
-    later scope initialises these variables.
-    """
-    with keras.StatelessScope(initialize_variables=False):
-        model = build_model(name, input_spec, output_spec, **hparams)
-    count = int(sum(np.prod(v.shape) for v in model.weights if v.trainable))
-    keras.backend.clear_session()
-    return count
+    """Trainable parameters of a reference-size model, without allocating its weights."""
+    return count_parameters(name, input_spec, output_spec, **hparams)
