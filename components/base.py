@@ -7,9 +7,7 @@ never imports another component; the runner wires them by their specs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -32,11 +30,3 @@ class ComponentSpec:
     code: tuple[str, ...] = ()
     resumable: bool = False
     description: str = ""
-    outputs: tuple[str, ...] = field(default=())
-
-
-class Component(Protocol):
-    SPEC: ComponentSpec
-
-    def run(self, inputs: dict[str, Path], output: Path, config: Any) -> dict[str, Any]:
-        """Writes the artifact into `output`; returns summary facts for the manifest."""
