@@ -1,6 +1,6 @@
 """What every component declares: its inputs, its output and its parameters.
 
-A component module holds a `SPEC` and a `run(inputs, output, config, seed)`
+A component module holds a `SPEC` and a `run(inputs, output, config)`
 that reads input artifact directories and writes its output directory. It
 never imports another component; the runner wires them by their specs.
 """
