@@ -1,10 +1,11 @@
 """Evaluate: test-split metrics of the served model, a baseline, a blessing, and registration.
 
 The model is evaluated as it will be served: the exported `serving.keras` on
-the raw test rows. It is compared with a majority-class baseline (the most
-frequent train label) and blessed when every threshold in the recipe holds
-and, if asked, it beats the baseline. A blessed model becomes a new version
-in the MLflow Model Registry and takes the recipe's alias.
+the raw test rows. The task computes its metrics, its baseline (majority
+class, seasonal naive, ...) and its plots. The model is blessed when every
+threshold in the recipe holds and, if asked, it beats the baseline on the
+task's primary metric; a blessed model becomes a new version in the MLflow
+Model Registry and takes the recipe's alias.
 """
 
 from __future__ import annotations
@@ -13,60 +14,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from components.artifact_io import read_columns, read_json
+from components.artifact_io import read_frame, read_json
 from components.base import ComponentSpec
 
 SPEC = ComponentSpec(
     name="evaluate",
     inputs=("ingest", "preprocess", "train"),
-    config_sections=("evaluate", "name", "model"),
-    code=("components/evaluate.py", "components/base.py", "components/artifact_io.py", "keras_models/serving.py"),
-    description="Test metrics, majority baseline, confusion matrix, blessing, Model Registry alias.",
+    config_sections=("evaluate", "name", "model", "task"),
+    code=("components/evaluate.py", "components/base.py", "components/artifact_io.py", "tasks"),
+    description="Test metrics against a baseline, plots, blessing, Model Registry alias.",
 )
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    from sklearn.metrics import accuracy_score, classification_report, f1_score
-
-    labels = list(range(len(classes)))
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
-        "per_class": classification_report(
-            y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
-        ),
-    }
-
-
-def save_confusion_matrix(y_true, y_pred, classes: list[str], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 3, 1.2 * len(classes) + 2.5))
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(classes))), display_labels=classes, ax=ax, colorbar=False
-    )
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def bless(metrics: dict[str, float], baseline: dict[str, float], settings) -> dict[str, Any]:
-    checks = [
-        {"check": f"{name} >= {minimum}", "value": metrics.get(name), "passed": metrics.get(name, -np.inf) >= minimum}
-        for name, minimum in settings.thresholds.items()
-    ]
+def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings) -> dict[str, Any]:
+    """Checks each threshold (a floor for scores, a ceiling for the task's error metrics) and the baseline."""
+    checks = []
+    for name, bound in settings.thresholds.items():
+        value = metrics.get(name)
+        lower = name in task.error_metrics
+        passed = value is not None and (value <= bound if lower else value >= bound)
+        checks.append({"check": f"{name} {'<=' if lower else '>='} {bound}", "value": value, "passed": passed})
     if settings.must_beat_baseline:
-        checks.append({"check": "accuracy > baseline accuracy", "value": metrics["accuracy"],
-                       "baseline": baseline["accuracy"], "passed": metrics["accuracy"] > baseline["accuracy"]})
+        name = task.primary_metric
+        value, reference = metrics[name], baseline[name]
+        lower = name in task.error_metrics
+        checks.append({"check": f"{name} {'<' if lower else '>'} baseline {name}", "value": value,
+                       "baseline": reference, "passed": value < reference if lower else value > reference})
     return {"blessed": all(c["passed"] for c in checks), "checks": checks}
 
 
@@ -79,63 +52,46 @@ def register(model_uri: str, name: str, alias: str) -> dict[str, Any]:
     return {"name": name, "version": version.version, "alias": alias, "source": model_uri}
 
 
-def _model_uri(train_dir: Path, test_frame: pd.DataFrame, serving) -> str:
+def _model_uri(train_dir: Path, example) -> str:
     """The train run's logged model, or, when that run is in another store, a copy logged here."""
     import mlflow
 
-    manifest = read_json(train_dir / "manifest.json")
-    uri = manifest.get("summary", {}).get("mlflow_model_uri")
+    from tasks.serving import log_pyfunc_model
+
+    uri = read_json(train_dir / "manifest.json").get("summary", {}).get("mlflow_model_uri")
     try:
         if uri and mlflow.models.get_model_info(uri):
             return uri
     except Exception:  # noqa: BLE001  (the cached train run belongs to another tracking store)
         pass
-    from keras_models.serving import log_pyfunc_model
-
-    example = test_frame.head(5)
-    return log_pyfunc_model(
-        train_dir / "serving.keras", train_dir / "transform.json", example, serving.predict(example)
-    ).model_uri
+    return log_pyfunc_model(train_dir / "serving.keras", train_dir / "transform.json", example).model_uri
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
-    from keras_models.serving import ServingModel
+    from tasks.serving import Predictor
 
     train_dir = inputs["train"]
-    serving = ServingModel(train_dir / "serving.keras", train_dir / "transform.json")
-    classes = serving.classes
-    label = serving.transform["label"]["name"]
-    test = pd.DataFrame(read_columns(inputs["ingest"] / "test"))
-    features = test.drop(columns=[label])
-    y_true = pd.Categorical(test[label], categories=classes).codes.astype(int)
-    y_pred = serving.probabilities(features).argmax(1)
+    predictor = Predictor(train_dir / "serving.keras", train_dir / "transform.json")
+    task = predictor.task
+    test = read_frame(inputs["ingest"] / "test")
+    evaluation = task.evaluate(predictor, test, inputs["ingest"], output, config)
+    blessing = bless(evaluation.headline, evaluation.baseline, task, config.evaluate)
 
-    metrics = classification_metrics(y_true, y_pred, classes)
-    train_labels = read_json(inputs["ingest"] / "statistics.json")["train"]["columns"][label]["top"]
-    majority = classes.index(max(train_labels, key=train_labels.get))
-    baseline = classification_metrics(y_true, np.full_like(y_true, majority), classes)
-    blessing = bless(metrics, baseline, config.evaluate)
-
-    save_confusion_matrix(y_true, y_pred, classes, output / "confusion_matrix.png",
-                          f"{config.model.name} on {config.name} (test)")
-    headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
-    mlflow.log_metrics({f"test_{k}": v for k, v in headline.items()})
-    mlflow.log_metrics({f"baseline_{k}": baseline[k] for k in headline})
-    mlflow.log_metrics({
-        f"test_f1_{name}": report["f1-score"] for name, report in metrics["per_class"].items() if name in classes
-    })
-    mlflow.log_artifact(str(output / "confusion_matrix.png"), "plots")
+    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.headline.items()})
+    mlflow.log_metrics({f"baseline_{k}": v for k, v in evaluation.baseline.items()})
+    for plot in evaluation.plots:
+        mlflow.log_artifact(str(plot), "plots")
     mlflow.set_tag("blessed", str(blessing["blessed"]).lower())
 
     registration = None
     if blessing["blessed"]:
-        registration = register(_model_uri(train_dir, features, serving), config.registered_model_name,
-                                config.evaluate.alias)
-    results = {"metrics": metrics, "baseline": baseline, "blessing": blessing, "registration": registration}
-    (output / "metrics.json").write_text(json.dumps({"test": metrics, "baseline": baseline}, indent=2))
+        example = task.serving_example(read_frame(inputs["ingest"] / "train"), predictor.transform)
+        registration = register(_model_uri(train_dir, example), config.registered_model_name, config.evaluate.alias)
+    metrics = {"test": evaluation.headline, "baseline": evaluation.baseline, **evaluation.details}
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     (output / "blessing.json").write_text(json.dumps({**blessing, "registration": registration}, indent=2))
     mlflow.log_artifact(str(output / "metrics.json"))
     mlflow.log_artifact(str(output / "blessing.json"))
-    return {"test_metrics": headline, "blessed": blessing["blessed"], "registration": registration}
+    return {"test_metrics": evaluation.headline, "blessed": blessing["blessed"], "registration": registration}

@@ -19,17 +19,16 @@ from components.base import ComponentSpec
 SPEC = ComponentSpec(
     name="tune",
     inputs=("preprocess",),
-    config_sections=("model", "tune", "train.batch_size", "seed"),
-    code=("components/tune.py", "components/base.py", "components/artifact_io.py", "keras_models"),
+    config_sections=("model", "tune", "train.batch_size", "task", "seed"),
+    code=("components/tune.py", "components/base.py", "components/artifact_io.py", "keras_models", "tasks"),
     resumable=True,
     description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",
 )
 LEARNING_RATE = "learning_rate"
 
 
-def make_hypermodel(model_name: str, input_dim: int, num_classes: int):
+def make_hypermodel(model_name: str, task, transform: dict[str, Any]):
     """One HyperModel for every registry model: its declared space plus the learning rate."""
-    import keras
     import keras_tuner
 
     import keras_models
@@ -38,18 +37,7 @@ def make_hypermodel(model_name: str, input_dim: int, num_classes: int):
         def build(self, hp):
             hparams = keras_models.search_space(model_name, hp)
             learning_rate = hp.Float(LEARNING_RATE, 1e-4, 3e-2, sampling="log")
-            model = keras_models.build_model(
-                model_name,
-                keras_models.InputSpec((input_dim,)),
-                keras_models.OutputSpec("classification", num_classes),
-                **hparams,
-            )
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            return model
+            return task.build_model(model_name, transform, hparams, learning_rate)
 
     return RegistryHyperModel(name=model_name)
 
@@ -98,10 +86,13 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import keras
     import mlflow
 
-    x_train, y_train, transform = load_transformed(inputs["preprocess"], "train")
-    x_eval, y_eval, _ = load_transformed(inputs["preprocess"], "eval")
+    from tasks import get_task
+
+    task = get_task(config.task)
+    x_train, y_train, transform = load_transformed(inputs["preprocess"], "train", task)
+    x_eval, y_eval, _ = load_transformed(inputs["preprocess"], "eval", task)
     keras.utils.set_random_seed(config.seed)
-    hypermodel = make_hypermodel(config.model.name, x_train.shape[1], len(transform["label"]["classes"]))
+    hypermodel = make_hypermodel(config.model.name, task, transform)
     tuner = make_tuner(config.tune.tuner, hypermodel, output / "tuner", config)
     mlflow.log_params({"tuner": config.tune.tuner, "max_trials": config.tune.max_trials,
                        "objective": config.tune.objective, "model": config.model.name})

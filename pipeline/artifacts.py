@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-LIBRARIES = ("keras", "tensorflow-cpu", "jax", "apache-beam", "keras-tuner", "mlflow", "numpy", "pyarrow", "pandas", "scikit-learn")
+LIBRARIES = ("keras", "tensorflow-cpu", "jax", "apache-beam", "keras-tuner", "mlflow", "numpy", "pyarrow", "pandas", "scikit-learn", "pydantic")
 
 
 class ArtifactError(RuntimeError):

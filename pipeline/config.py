@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -43,16 +43,86 @@ class DataConfig(Section):
     """Where the examples come from.
 
     `source` is `sklearn:<name>` (a bundled scikit-learn dataset),
-    `tfds:<name>[:<version>]` (a TensorFlow Datasets catalog name), or a path
-    to a `.csv` or `.parquet` file, relative to the checkout.
+    `tfds:<name>[:<version>]` (a TensorFlow Datasets catalog name, or a
+    builder in `data/tfds_builders.py` over a shipped file), or a path to a
+    data file relative to the checkout. `test_source`, when set, is the
+    dataset's own test set; `source` is then split into train and eval only.
     """
 
     source: str
+    test_source: str | None = None
     label: str | None = None
-    task: Literal["tabular_classification"] = "tabular_classification"
-    categorical: tuple[str, ...] = ()
     split: SplitConfig = SplitConfig()
     tfds_data_dir: str | None = None
+
+
+class TabularClassification(Section):
+    """Rows of numeric and categorical features, one class label."""
+
+    type: Literal["tabular_classification"] = "tabular_classification"
+    categorical: tuple[str, ...] = ()
+
+
+class ImageClassification(Section):
+    """Images (height × width × channels), one class label; resized to `image_size` when set."""
+
+    type: Literal["image_classification"]
+    image_size: tuple[int, int] | None = None
+    top_k: int = Field(5, ge=1)
+
+
+class Forecasting(Section):
+    """One series over time (`data.label` is its value column), split by time.
+
+    The last `test_periods` are the test split and the `eval_periods` before
+    them the eval split; the model reads `window` steps and forecasts `horizon`.
+    """
+
+    type: Literal["forecasting"]
+    time_column: str
+    window: int = Field(24, ge=1)
+    horizon: int = Field(12, ge=1)
+    test_periods: int = Field(12, ge=1)
+    eval_periods: int = Field(12, ge=1)
+    seasonality: int = Field(12, ge=1)
+
+
+class SeriesClassification(Section):
+    """Whole series (one list of values per row), one class label."""
+
+    type: Literal["series_classification"]
+    series_column: str = "series"
+
+
+class TextClassification(Section):
+    """Free text, one class label; tokens are lower-cased words."""
+
+    type: Literal["text_classification"]
+    text_column: str = "text"
+    max_length: int = Field(64, ge=1)
+    vocabulary_size: int = Field(20000, ge=2)
+    pretrain_epochs: int = Field(0, ge=0)
+
+
+class Seq2Seq(Section):
+    """Pairs of source and target text; `character` tokens suit scripts such as Hangul."""
+
+    type: Literal["seq2seq"]
+    source_column: str = "source"
+    target_column: str = "target"
+    source_tokens: Literal["word", "character"] = "word"
+    target_tokens: Literal["word", "character"] = "character"
+    max_source_length: int = Field(20, ge=1)
+    max_target_length: int = Field(40, ge=1)
+    vocabulary_size: int = Field(8000, ge=4)
+    beam_width: int = Field(1, ge=1)
+
+
+TaskConfig = Annotated[
+    Union[TabularClassification, ImageClassification, Forecasting, SeriesClassification,
+          TextClassification, Seq2Seq],
+    Field(discriminator="type"),
+]
 
 
 class PreprocessConfig(Section):
@@ -90,9 +160,13 @@ class TuneConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """The blessing: every threshold met and the baseline beaten."""
+    """The blessing: every threshold met and the baseline beaten.
 
-    thresholds: dict[str, float] = {"accuracy": 0.9}
+    A threshold is a floor for scores (accuracy, chrF) and a ceiling for
+    errors (rmse, mae, mape): the task says which of its metrics are errors.
+    """
+
+    thresholds: dict[str, float] = {}
     must_beat_baseline: bool = True
     registered_model_name: str | None = None
     alias: str = "champion"
@@ -103,6 +177,7 @@ class PipelineConfig(Section):
     seed: int = 42
     output_dir: str = "artifacts"
     data: DataConfig
+    task: TaskConfig = TabularClassification()
     preprocess: PreprocessConfig = PreprocessConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

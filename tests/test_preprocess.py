@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.artifact_io import read_columns
-from components.preprocess import AnalyzeFn, transform_batch
-from keras_models.serving import feature_matrix
+from tasks.tabular import AnalyzeFn, feature_matrix, transform_batch
 from tests.helpers import config_for, run_component, use_mlflow_store
 
 
@@ -52,7 +51,7 @@ def test_exported_preprocessing_matches_beam(penguins_artifacts):
     """The serving model's Keras preprocessing gives the features Beam wrote: no skew."""
     import keras
 
-    from keras_models.serving import build_serving_model, raw_inputs
+    from tasks.tabular import build_serving_model, raw_inputs
 
     transform = json.loads((penguins_artifacts / "preprocess" / "transform" / "transform.json").read_text())
     raw = pq.read_table(penguins_artifacts / "ingest" / "test" / "data.parquet").to_pandas()

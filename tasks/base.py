@@ -1,0 +1,165 @@
+"""What a task type decides at each stage of the pipeline.
+
+The components are the same for every task: ingest writes Parquet splits,
+preprocess runs one Beam pipeline (analyze the train split in a full pass,
+then transform every split with those statistics), train fits a registry
+model, evaluate scores the exported model on the raw test split. A `Task`
+fills in what differs: how rows are split, what the analyzers compute, how a
+transformed split becomes model inputs, which head, loss and metrics the
+model gets, what the serving model wraps around it, and which baseline and
+plots judge it. A new dataset of a known task type is then a recipe only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from data.sources import RawData, SourceError, read_source
+
+SPLITS = ("train", "eval", "test")
+
+
+@dataclass
+class Evaluation:
+    """Test metrics of the model and of its baseline, and the plots made on the way.
+
+    `headline` holds the scalar metrics logged to MLflow and compared with
+    thresholds; `details` anything else worth keeping in `metrics.json`.
+    """
+
+    headline: dict[str, float]
+    baseline: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    plots: list[Path] = field(default_factory=list)
+
+
+class Task:
+    """Defaults shared by the task types; each subclass overrides what its data needs."""
+
+    name: ClassVar[str]
+    head: ClassVar[str]  # the `OutputSpec.task` of the model's head
+    primary_metric: ClassVar[str]  # compared with the baseline for the blessing
+    error_metrics: ClassVar[frozenset[str]] = frozenset()  # lower is better
+
+    def __init__(self, options):
+        self.options = options
+
+    # ---- ingest ---------------------------------------------------------
+
+    def read(self, data) -> RawData:
+        return read_source(data.source, data.label, data.tfds_data_dir)
+
+    def read_splits(self, data, seed: int) -> tuple[RawData, dict[str, pd.DataFrame]]:
+        """Reads the source and splits it; a dataset's own test set, when given, stays the test split."""
+        raw = self.read(data)
+        if data.test_source is None:
+            return raw, self.split(raw, data.split.train, data.split.eval, data.split.test, seed)
+        test = read_source(data.test_source, raw.label, data.tfds_data_dir)
+        missing = sorted(set(raw.frame.columns) - set(test.frame.columns))
+        if missing:
+            raise SourceError(f"{data.test_source}: lacks column(s) {missing} that {data.source} has.")
+        fractions = data.split.train + data.split.eval
+        splits = self.split(raw, data.split.train / fractions, data.split.eval / fractions, 0.0, seed)
+        splits["test"] = test.frame[raw.frame.columns]
+        return raw, splits
+
+    def split(self, raw: RawData, train: float, eval: float, test: float, seed: int) -> dict[str, pd.DataFrame]:
+        """Random split, stratified on the label; the same seed always gives the same rows."""
+        from sklearn.model_selection import train_test_split
+
+        frame, label = raw.frame, raw.label
+        counts = frame[label].value_counts()
+        rare = counts[counts < 3]
+        if not rare.empty:
+            raise SourceError(
+                f"{raw.origin}: label {label!r} values {rare.index.tolist()} have fewer than 3 rows; "
+                "each class needs a row in every split."
+            )
+        first, rest = train_test_split(frame, train_size=train, stratify=frame[label], random_state=seed)
+        if not test:
+            return {"train": first, "eval": rest}
+        evaluation, held_out = train_test_split(
+            rest, test_size=test / (eval + test), stratify=rest[label], random_state=seed
+        )
+        return {"train": first, "eval": evaluation, "test": held_out}
+
+    def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
+        raise NotImplementedError
+
+    # ---- preprocess (Beam) ----------------------------------------------
+
+    def analyzer(self, schema: dict[str, Any], settings):
+        """A `beam.CombineFn` over Arrow record batches of the train split."""
+        raise NotImplementedError
+
+    def finalize(self, accumulator, schema: dict[str, Any], settings) -> dict[str, Any]:
+        """The analyzer's result → the JSON transform spec every later stage reads."""
+        raise NotImplementedError
+
+    def transform_batch(self, batch: pa.Table, transform: dict[str, Any], split: str) -> pa.Table:
+        raise NotImplementedError
+
+    def output_schema(self, schema: dict[str, Any]) -> pa.Schema:
+        """The Arrow schema of transformed batches, known from the ingest schema before Beam runs."""
+        raise NotImplementedError
+
+    # ---- train ----------------------------------------------------------
+
+    def specs(self, transform: dict[str, Any]):
+        """The `(InputSpec, OutputSpec)` the registry builds the model for."""
+        raise NotImplementedError
+
+    def arrays(self, columns: dict[str, np.ndarray], transform: dict[str, Any]) -> tuple[Any, Any]:
+        """A transformed split's columns → `(x, y)` for `model.fit`."""
+        raise NotImplementedError
+
+    def compile_args(self, transform: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+
+    def build_model(self, model_name: str, transform: dict[str, Any], hparams: dict[str, Any], learning_rate: float):
+        """The registry model for this task's specs, compiled with its loss and metrics.
+
+        The trainer and every tuning trial build through here, so both fit the same model.
+        """
+        import keras
+
+        import keras_models
+
+        input_spec, output_spec = self.specs(transform)
+        model = keras_models.build_model(model_name, input_spec, output_spec, **hparams)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), **self.compile_args(transform))
+        return model
+
+    def serving_example(self, train: pd.DataFrame, transform: dict[str, Any]) -> pd.DataFrame:
+        """A few raw inputs for the MLflow signature and input example."""
+        return train.drop(columns=[transform["label"]["name"]]).head(5)
+
+    def serving_model(self, network, transform: dict[str, Any]):
+        """Raw inputs → the preprocessing Beam applied → `network`."""
+        raise NotImplementedError
+
+    def raw_inputs(self, frame: pd.DataFrame, transform: dict[str, Any]) -> Any:
+        """Rows as ingest stored them → the serving model's inputs."""
+        raise NotImplementedError
+
+    def predict_outputs(self, model, frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
+        """The serving model's outputs for raw rows; tasks that decode step by step override it."""
+        return np.asarray(model.predict(self.raw_inputs(frame, transform), verbose=0))
+
+    def outputs_frame(self, outputs: np.ndarray, transform: dict[str, Any], index=None) -> pd.DataFrame:
+        """The serving model's outputs as the DataFrame the pyfunc model returns."""
+        raise NotImplementedError
+
+    # ---- evaluate -------------------------------------------------------
+
+    def evaluate(self, predictor, test: pd.DataFrame, ingest_dir: Path, output: Path, config) -> Evaluation:
+        raise NotImplementedError

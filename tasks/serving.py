@@ -1,0 +1,89 @@
+"""The exported model as users call it: raw rows in, predictions out, in Python and in MLflow.
+
+`serving.keras` is the trained network behind the task's preprocessing
+layers; `transform.json` holds the Beam statistics and the task's options,
+so the `Predictor` needs nothing else from the pipeline's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CODE_PATHS = ("tasks", "keras_models", "data", "pipeline")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def task_from_transform(transform: dict[str, Any]):
+    """The task recorded in a transform spec, with the options it was trained under."""
+    from pydantic import TypeAdapter
+
+    from pipeline.config import TaskConfig
+    from tasks import get_task
+
+    return get_task(TypeAdapter(TaskConfig).validate_python(transform["task"]))
+
+
+class Predictor:
+    """A loaded serving model with its transform: a DataFrame of raw rows → predictions."""
+
+    def __init__(self, model_path: str | Path, transform_path: str | Path):
+        import keras
+
+        import keras_models  # noqa: F401  (registers the zoo's layers)
+
+        self.transform = json.loads(Path(transform_path).read_text())
+        self.task = task_from_transform(self.transform)
+        self.model = keras.saving.load_model(model_path, safe_mode=True)
+
+    def outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """The model's raw outputs (probabilities, forecasts, token ids) for the rows of `frame`."""
+        return self.task.predict_outputs(self.model, frame, self.transform)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.task.outputs_frame(self.outputs(frame), self.transform, frame.index)
+
+
+try:
+    import mlflow.pyfunc
+
+    class KerasPyfunc(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc flavour of the serving model."""
+
+        def load_context(self, context):
+            self.predictor = Predictor(context.artifacts["keras_model"], context.artifacts["transform"])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            return self.predictor.predict(model_input)
+
+except ImportError:  # serving without MLflow installed needs only the Predictor
+    KerasPyfunc = None  # type: ignore[assignment,misc]
+
+
+def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataFrame, registered_model_name=None):
+    """Logs the serving model to the active MLflow run with a raw-input signature."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from pipeline.artifacts import library_versions
+
+    predictions = Predictor(serving_path, transform_path).predict(example)
+    # Numeric columns are declared as double: clients send float64, and float32 converts safely to it.
+    example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_float_dtype(example[c])})
+    versions = library_versions()
+    requirements = [f"{name}=={versions[name]}" for name in
+                    ("keras", "tensorflow-cpu", "numpy", "pandas", "pydantic", "scikit-learn") if name in versions]
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=KerasPyfunc(),
+        artifacts={"keras_model": str(serving_path), "transform": str(transform_path)},
+        code_paths=[str(PROJECT_ROOT / path) for path in CODE_PATHS],
+        signature=infer_signature(example, predictions),
+        input_example=example,
+        pip_requirements=requirements,
+        registered_model_name=registered_model_name,
+    )

@@ -1,0 +1,261 @@
+"""Tabular classification: numeric features z-scored, categorical ones looked up in a vocabulary.
+
+The Beam analyzer combines per-batch partial statistics (count/mean/M2 for
+numeric features, value counts for categorical ones and the label) into one
+accumulator, as TensorFlow Transform's analyzers do. Missing numbers become
+the train mean; categories outside the train vocabulary share index 0. The
+serving model rebuilds the same steps as Keras layers from `transform.json`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data.sources import RawData
+from keras_models.specs import InputSpec, OutputSpec
+from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+
+
+def _is_categorical(series: pd.Series, forced: tuple[str, ...]) -> bool:
+    return series.name in forced or not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+
+
+class AnalyzeFn:
+    """Merges per-batch statistics; numeric moments use Chan et al.'s parallel update.
+
+    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
+    """
+
+    def __init__(self, numeric: list[str], categorical: list[str], label: str):
+        self.numeric, self.categorical, self.label = numeric, categorical, label
+
+    def create_accumulator(self):
+        n = len(self.numeric)
+        return {
+            "count": np.zeros(n), "mean": np.zeros(n), "m2": np.zeros(n),
+            "counts": {name: Counter() for name in [*self.categorical, self.label]},
+        }
+
+    def add_input(self, acc, batch: pa.Table):
+        if self.numeric:
+            values = np.column_stack(
+                [batch.column(name).to_numpy(zero_copy_only=False).astype("float64") for name in self.numeric]
+            )
+            valid = ~np.isnan(values)
+            count = valid.sum(0)
+            safe = np.where(valid, values, 0.0)
+            mean = np.divide(safe.sum(0), count, out=np.zeros(len(self.numeric)), where=count > 0)
+            m2 = (np.where(valid, values - mean, 0.0) ** 2).sum(0)
+            acc = self._merge_moments(acc, count, mean, m2)
+        for name in acc["counts"]:
+            acc["counts"][name].update(count_values(batch.column(name)))
+        return acc
+
+    @staticmethod
+    def _merge_moments(acc, count, mean, m2):
+        total = acc["count"] + count
+        delta = mean - acc["mean"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(total > 0, count / np.maximum(total, 1), 0.0)
+        acc["mean"] = acc["mean"] + delta * weight
+        acc["m2"] = acc["m2"] + m2 + delta**2 * acc["count"] * weight
+        acc["count"] = total
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for acc in accumulators:
+            merged = self._merge_moments(merged, acc["count"], acc["mean"], acc["m2"])
+            for name, counts in acc["counts"].items():
+                merged["counts"][name].update(counts)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def vocabulary(counts: Counter, max_size: int | None, min_frequency: int) -> list[str]:
+    """Most frequent first, ties broken by value, as TFT's `vocabulary` orders them."""
+    ranked = sorted((v for v in counts.items() if v[1] >= min_frequency), key=lambda kv: (-kv[1], kv[0]))
+    return [value for value, _ in ranked[:max_size]]
+
+
+def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> pa.Table:
+    """z-scores numeric features (missing → mean), indexes categoricals (0 = out of vocabulary)."""
+    columns = []
+    for name, stats in transform["numeric"].items():
+        values = batch.column(name).to_numpy(zero_copy_only=False).astype("float32")
+        scale = np.sqrt(stats["variance"]) or 1.0
+        columns.append(np.nan_to_num((values - stats["mean"]) / scale, nan=0.0).astype("float32"))
+    for name, stats in transform["categorical"].items():
+        index = pc.index_in(batch.column(name), value_set=pa.array(stats["vocabulary"], pa.string()))
+        columns.append(pc.fill_null(pc.add(index, 1), 0).cast(pa.int64()))
+    columns.append(encode_labels(batch, transform["label"], split))
+    names = [*transform["numeric"], *transform["categorical"], transform["label"]["name"]]
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def feature_dim(transform: dict[str, Any]) -> int:
+    """Width of the feature vector: one per numeric feature, one-hot (plus OOV) per categorical."""
+    return len(transform["numeric"]) + sum(len(c["vocabulary"]) + 1 for c in transform["categorical"].values())
+
+
+def feature_matrix(columns: dict[str, np.ndarray], transform: dict[str, Any]) -> np.ndarray:
+    """Assembles Beam-transformed columns into the vector the network was trained on."""
+    parts = [np.asarray(columns[name], "float32")[:, None] for name in transform["numeric"]]
+    for name, spec in transform["categorical"].items():
+        parts.append(np.eye(len(spec["vocabulary"]) + 1, dtype="float32")[np.asarray(columns[name])])
+    return np.concatenate(parts, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class FillMissing(keras.layers.Layer):
+    """Replaces NaN with `value` (the train mean), as the Beam transform does.
+
+    Args:
+        value: the fill value.
+    """
+
+    def __init__(self, value: float, **kwargs):
+        super().__init__(**kwargs)
+        self.value = float(value)
+
+    def call(self, inputs):
+        return keras.ops.where(keras.ops.isnan(inputs), keras.ops.cast(self.value, inputs.dtype), inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "value": self.value}
+
+
+def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
+    """Raw feature inputs → the same preprocessing as Beam → `network`."""
+    inputs, parts = {}, []
+    for name, stats in transform["numeric"].items():
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
+        x = FillMissing(stats["mean"], name=f"fill_{name}")(inputs[name])
+        parts.append(keras.layers.Normalization(
+            mean=stats["mean"], variance=stats["variance"] or 1.0, name=f"normalize_{name}")(x))
+    for name, stats in transform["categorical"].items():
+        inputs[name] = keras.Input(shape=(1,), name=name, dtype="string")
+        parts.append(keras.layers.StringLookup(
+            vocabulary=stats["vocabulary"], num_oov_indices=1, output_mode="one_hot",
+            name=f"lookup_{name}")(inputs[name]))
+    features = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
+    return keras.Model(inputs, network(features), name=f"serving_{network.name}")
+
+
+def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, Any]:
+    """A DataFrame of raw rows → the serving model's input dict.
+
+    String columns become string tensors: Keras's `StringLookup` takes them
+    on the TensorFlow backend, which serves models with categorical features.
+    """
+    missing = [n for n in [*transform["numeric"], *transform["categorical"]] if n not in frame.columns]
+    if missing:
+        raise ValueError(f"Input rows lack feature column(s) {missing}.")
+    inputs = {
+        name: pd.to_numeric(frame[name], errors="raise").to_numpy("float32")[:, None]
+        for name in transform["numeric"]
+    }
+    for name in transform["categorical"]:
+        import tensorflow as tf
+
+        inputs[name] = tf.constant(frame[name].astype("string").fillna("").to_numpy(dtype=object)[:, None])
+    return inputs
+
+
+class TabularClassification(ClassificationTask):
+    name = "tabular_classification"
+
+    def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
+        features = []
+        for name in train.columns:
+            if name == raw.label:
+                continue
+            column = train[name]
+            if _is_categorical(column, self.options.categorical):
+                values = column.dropna().astype(str)
+                features.append({"name": name, "kind": "categorical", "dtype": "string",
+                                 "vocabulary": sorted(values.unique().tolist())})
+            else:
+                features.append({"name": name, "kind": "numeric", "dtype": "float32",
+                                 "min": float(column.min()), "max": float(column.max())})
+        return {"features": features, "label": label_schema(train, raw)}
+
+    def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
+        columns, fields = [], []
+        for feature in schema["features"]:
+            column = frame[feature["name"]]
+            if feature["kind"] == "categorical":
+                values = pa.array(column.astype("string").to_numpy(na_value=None), pa.string())
+            else:
+                values = pa.array(column.to_numpy(dtype="float32", na_value=np.nan), pa.float32())
+            columns.append(values)
+            fields.append(pa.field(feature["name"], values.type))
+        label = schema["label"]["name"]
+        columns.append(pa.array(frame[label].astype(str).to_numpy(), pa.string()))
+        fields.append(pa.field(label, pa.string()))
+        return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+    @staticmethod
+    def _kinds(schema: dict[str, Any]) -> tuple[list[str], list[str], str]:
+        numeric = [f["name"] for f in schema["features"] if f["kind"] == "numeric"]
+        categorical = [f["name"] for f in schema["features"] if f["kind"] == "categorical"]
+        return numeric, categorical, schema["label"]["name"]
+
+    def analyzer(self, schema, settings):
+        return AnalyzeFn(*self._kinds(schema))
+
+    def finalize(self, acc, schema, settings) -> dict[str, Any]:
+        numeric, categorical, label = self._kinds(schema)
+        if numeric and acc["count"].min() == 0:
+            empty = [n for n, c in zip(numeric, acc["count"]) if c == 0]
+            raise ValueError(f"Numeric feature(s) {empty} have no values in the train split.")
+        variance = np.divide(acc["m2"], acc["count"], out=np.zeros_like(acc["m2"]), where=acc["count"] > 0)
+        return {
+            "numeric": {
+                name: {"mean": float(m), "variance": float(v)}
+                for name, m, v in zip(numeric, acc["mean"], variance)
+            },
+            "categorical": {
+                name: {"vocabulary": vocabulary(acc["counts"][name], settings.vocabulary_max_size,
+                                                settings.vocabulary_min_frequency)}
+                for name in categorical
+            },
+            "label": label_spec(acc["counts"][label], label),
+            "num_train_rows": int(sum(acc["counts"][label].values())),
+        }
+
+    def transform_batch(self, batch, transform, split):
+        return transform_batch(batch, transform, split)
+
+    def output_schema(self, schema) -> pa.Schema:
+        numeric, categorical, label = self._kinds(schema)
+        return pa.schema(
+            [pa.field(n, pa.float32()) for n in numeric]
+            + [pa.field(n, pa.int64()) for n in categorical]
+            + [pa.field(label, pa.int64())]
+        )
+
+    def specs(self, transform):
+        return InputSpec((feature_dim(transform),)), OutputSpec("classification", len(transform["label"]["classes"]))
+
+    def arrays(self, columns, transform):
+        return feature_matrix(columns, transform), np.asarray(columns[transform["label"]["name"]], "int32")
+
+    def serving_model(self, network, transform):
+        return build_serving_model(network, transform)
+
+    def raw_inputs(self, frame, transform):
+        return raw_inputs(frame, transform)
+
+
+TASK = TabularClassification
