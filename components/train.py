@@ -55,6 +55,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
 
     keras.utils.set_random_seed(config.seed)
     network = task.build_model(config.model.name, transform, hparams, learning_rate)
+    task.pretrain(network, x_train, transform, config)
     backup = output / "backup"
     history = network.fit(
         x_train, y_train,

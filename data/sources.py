@@ -1,14 +1,16 @@
 """Readers that turn a configured source into one pandas DataFrame of raw examples.
 
 Sources: `sklearn:<name>` (datasets bundled with scikit-learn),
-`tfds:<name>[:<version>]` (the TensorFlow Datasets catalog, or a local
-builder registered by importing `data.tfds_builders`), and paths to `.csv`
-or `.parquet` files. Column names are normalised to snake_case identifiers
-so they can name model inputs and MLflow signature columns.
+`tfds:<name>[:<version>][/<split>]` (the TensorFlow Datasets catalog, or a
+local builder registered by importing `data.tfds_builders`; all splits
+unless one is named), and paths to data files, read by their suffix (see
+`READERS`). Column names are normalised to snake_case identifiers so they
+can name model inputs and MLflow signature columns.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +78,44 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise SourceError(f"{path}: not UTF-8 at byte {e.start}; re-encode the file as UTF-8.") from None
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+# File suffix → reader (`module:function` for readers that live beside their format's code).
+READERS = {
+    ".csv": _read_csv,
+    ".csv.gz": _read_csv,
+    ".parquet": _read_parquet,
+    ".ts": "data.ucr:read_ts",
+    ".tsv": "data.pairs:read_pairs",
+}
+
+
+def _reader(path: Path):
+    for suffix, reader in READERS.items():
+        if path.name.endswith(suffix):
+            if isinstance(reader, str):
+                module, _, function = reader.partition(":")
+                reader = getattr(importlib.import_module(module), function)
+            return reader
+    raise SourceError(
+        f"Unknown source {str(path)!r}: use sklearn:<name>, tfds:<name>, or a file ending in "
+        f"{', '.join(READERS)}."
+    )
+
+
 def _read_tfds(spec: str, data_dir: str | None) -> tuple[pd.DataFrame, str]:
     import tensorflow_datasets as tfds
 
     from data import tfds_builders  # noqa: F401  (registers the builders for shipped data)
 
-    builder = tfds.builder(spec, data_dir=data_dir)
+    name, _, split = spec.partition("/")
+    builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
-    splits = list(builder.info.splits)
-    dataset = builder.as_dataset(split="+".join(splits))
+    if split and split not in builder.info.splits:
+        raise SourceError(f"tfds:{name} has no split {split!r}; it has {', '.join(builder.info.splits)}.")
+    dataset = builder.as_dataset(split=split or "+".join(builder.info.splits))
     frame = tfds.as_dataframe(dataset, builder.info)
     label = (builder.info.supervised_keys or (None, "label"))[1]
     columns = {}
@@ -117,14 +148,7 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
             path = DATA_ROOT.parent / path
         if not path.is_file():
             raise SourceError(f"Data file {source} does not exist.")
-        if path.suffix == ".csv":
-            frame = _read_csv(path)
-        elif path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise SourceError(
-                f"Unknown source {source!r}: use sklearn:<name>, tfds:<name>, or a .csv/.parquet path."
-            )
+        frame = _reader(path)(path)
         default_label = "label"
     frame, renamed = _normalise_columns(frame)
     label = column_name(label or default_label)

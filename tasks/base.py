@@ -139,6 +139,9 @@ class Task:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), **self.compile_args(transform))
         return model
 
+    def pretrain(self, model, x_train, transform: dict[str, Any], config) -> None:
+        """Optional self-supervised pretraining of `model`'s weights before `fit` (masked-LM for text)."""
+
     def serving_example(self, train: pd.DataFrame, transform: dict[str, Any]) -> pd.DataFrame:
         """A few raw inputs for the MLflow signature and input example."""
         return train.drop(columns=[transform["label"]["name"]]).head(5)
