@@ -108,6 +108,14 @@ def feature_dim(transform: dict[str, Any]) -> int:
     return len(transform["numeric"]) + sum(len(c["vocabulary"]) + 1 for c in transform["categorical"].values())
 
 
+def feature_names(transform: dict[str, Any]) -> list[str]:
+    """One name per column of `feature_matrix`: `island=Biscoe`, with `island=<oov>` for unseen values."""
+    names = list(transform["numeric"])
+    for name, spec in transform["categorical"].items():
+        names += [f"{name}=<oov>", *(f"{name}={value}" for value in spec["vocabulary"])]
+    return names
+
+
 def feature_matrix(columns: dict[str, np.ndarray], transform: dict[str, Any]) -> np.ndarray:
     """Assembles Beam-transformed columns into the vector the network was trained on."""
     parts = [np.asarray(columns[name], "float32")[:, None] for name in transform["numeric"]]
@@ -256,6 +264,20 @@ class TabularClassification(ClassificationTask):
 
     def raw_inputs(self, frame, transform):
         return raw_inputs(frame, transform)
+
+    def extra_plots(self, predictor, test, y_true, y_pred, output, config):
+        """TabNet's per-step feature masks on the test rows: which features each decision step reads."""
+        if config.model.name != "tabnet":
+            return []
+        from keras_models.tabular import save_feature_mask_png, tabnet_feature_masks
+
+        transform = predictor.transform
+        table = transform_batch(pa.Table.from_pandas(test, preserve_index=False), transform, "test")
+        x = feature_matrix({name: table.column(name).to_numpy() for name in table.column_names}, transform)
+        masks, _ = tabnet_feature_masks(predictor.model.get_layer("tabnet"), x)
+        path = output / "tabnet_feature_masks.png"
+        save_feature_mask_png(masks, feature_names(transform), path)
+        return [path]
 
 
 TASK = TabularClassification

@@ -35,3 +35,16 @@ def test_unknown_recipe_lists_the_available_ones():
 def test_switching_model_drops_the_recipes_hparams():
     config = load_config("iris_mlp", {"model": "mlp"})
     assert config.model.hparams["units"] == 32
+
+
+def test_unknown_task_option_lists_that_task_type_options(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {source: sklearn:iris}\ntask: {type: forecasting, time_column: month, windw: 3}\n")
+    with pytest.raises(ConfigError, match=r"task.forecasting.windw: unknown key \(did you mean 'window'\?\); "
+                                          r"valid keys: eval_periods, horizon"):
+        load_config(str(recipe))
+
+
+def test_model_without_a_head_for_the_task_names_models_that_have_one():
+    with pytest.raises(ConfigError, match=r"'transformer' has no classification head .* models that do: .*mlp"):
+        load_config("iris_mlp", {"model": "transformer"})
