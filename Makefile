@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 export MPLBACKEND := Agg
 
-.PHONY: run test lock bench docs clean ui
+.PHONY: run test lock bench results docs clean ui
 
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.pipeline_overhead
+
+# Every recipe trained to its quality bar (slow: tens of minutes on CPU); writes docs/results.md.
+results: $(VENV)/.installed
+	$(PY) -m bench.results $(ARGS)
 
 docs: $(VENV)/.installed
 	$(PY) -m keras_models.catalogue > docs/models.md
