@@ -89,6 +89,7 @@ READERS = {
     ".parquet": _read_parquet,
     ".ts": "data.ucr:read_ts",
     ".tsv": "data.pairs:read_pairs",
+    ".txt": "data.pairs:read_pairs",  # the Tatoeba/ManyThings exports: <lang>.txt
 }
 
 
@@ -105,12 +106,29 @@ def _reader(path: Path):
     )
 
 
+def _tfds_name_and_split(spec: str) -> tuple[str, str]:
+    """`name[/config][:version][/split]` → (builder name, split); in `glue/sst2`, `sst2` is a config."""
+    import tensorflow_datasets as tfds
+
+    parts = spec.split("/")
+    if len(parts) == 1:
+        return spec, ""
+    if len(parts) == 2:
+        try:
+            configs = tfds.builder_cls(parts[0].split(":")[0]).builder_configs
+        except tfds.core.registered.DatasetNotFoundError:
+            configs = {}
+        if parts[1].split(":")[0] in configs:
+            return spec, ""
+    return "/".join(parts[:-1]), parts[-1]
+
+
 def _read_tfds(spec: str, data_dir: str | None) -> tuple[pd.DataFrame, str]:
     import tensorflow_datasets as tfds
 
     from data import tfds_builders  # noqa: F401  (registers the builders for shipped data)
 
-    name, _, split = spec.partition("/")
+    name, split = _tfds_name_and_split(spec)
     builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
     if split and split not in builder.info.splits:

@@ -576,7 +576,7 @@ def seq2seq_attention(
     units: int = 128,
     dropout: float = 0.1,
 ) -> keras.Model:
-    """An RNN encoder–decoder with attention over the source.
+    """An RNN encoder–decoder, with attention over the source unless `attention="none"`.
 
     - `"bahdanau"` (Bahdanau et al. 2015): a bidirectional encoder; the
       decoder's initial state is `tanh(W_s ←h_1)`; at each step the previous
@@ -588,11 +588,14 @@ def seq2seq_attention(
       decoder state `h_t` scores the encoder states (`h_tᵀh̄_s` or
       `h_tᵀW_a h̄_s`), and `h̃_t = tanh(W_c[c_t; h_t])` feeds the softmax.
       One layer each and no input feeding (the paper stacks 4 LSTM layers).
+    - `"none"` (Sutskever et al. 2014, one layer): the Luong encoder and
+      decoder without attention; the encoder's final state is all the
+      decoder learns of the source, the baseline attention is measured against.
 
     Source padding (id 0) is masked in the encoder and in the attention.
 
     Args:
-        attention: `"bahdanau"`, `"luong_dot"` or `"luong_general"`.
+        attention: `"bahdanau"`, `"luong_dot"`, `"luong_general"` or `"none"`.
         cell: `"gru"` (Cho et al. 2014, reset gate before the recurrent product) or `"lstm"`.
         embed_dim: source and target embedding width.
         units: encoder (per direction) and decoder state width.
@@ -607,10 +610,10 @@ def seq2seq_attention(
     """
     name = "seq2seq_attention"
     _check_specs(input_spec, output_spec, name)
-    if attention not in ("bahdanau", "luong_dot", "luong_general"):
+    if attention not in ("bahdanau", "luong_dot", "luong_general", "none"):
         raise ValueError(
             f"Hyperparameter attention={attention!r} of model {name!r} must be "
-            "'bahdanau', 'luong_dot' or 'luong_general'."
+            "'bahdanau', 'luong_dot', 'luong_general' or 'none'."
         )
     if cell not in ("gru", "lstm"):
         raise ValueError(f"Hyperparameter cell={cell!r} of model {name!r} must be 'gru' or 'lstm'.")
@@ -650,12 +653,15 @@ def seq2seq_attention(
         encoder_states, *final_states = encoder(source, mask=source_mask)
         decoder = _rnn_layer(cell, units, return_sequences=True, name="decoder")
         states = decoder(target, initial_state=final_states)
-        contexts, _ = LuongAttention(attention.removeprefix("luong_"), name="attention")(
-            states, encoder_states, source_mask
-        )
-        features = keras.layers.Concatenate(name="attentional_inputs")([contexts, states])
-        attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
-        features = attentional(features)
+        if attention == "none":
+            features = states
+        else:
+            contexts, _ = LuongAttention(attention.removeprefix("luong_"), name="attention")(
+                states, encoder_states, source_mask
+            )
+            features = keras.layers.Concatenate(name="attentional_inputs")([contexts, states])
+            attentional = keras.layers.Dense(units, activation="tanh", use_bias=False, name="attentional")
+            features = attentional(features)
 
     features = keras.layers.Dropout(dropout, name="output_dropout")(features)
     probabilities = keras.layers.Dense(

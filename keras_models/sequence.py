@@ -3,6 +3,9 @@
 Every model reads series shaped `(timesteps, channels)`. A forecasting head
 emits the next `output_spec.units` steps at once (direct multi-step strategy),
 a classification head class probabilities, a regression head real values.
+The 1D CNN and the recurrent nets also read token ids
+(`InputSpec((seq_len,), dtype="int32", vocab_size=V)`, id 0 padding) through
+an `embedding_dim`-wide embedding learned from scratch.
 """
 
 from __future__ import annotations
@@ -26,6 +29,31 @@ def _series_input(input_spec: InputSpec, model: str):
             f"got input shape {input_spec.shape}."
         )
     return keras.Input(shape=input_spec.shape, name="series")
+
+
+def _is_token_input(input_spec: InputSpec) -> bool:
+    return input_spec.vocab_size is not None and input_spec.dtype.startswith("int")
+
+
+def _sequence_input(input_spec: InputSpec, model: str, embedding_dim: int, mask_zero: bool):
+    """`(inputs, x)`: a series as it is, or token ids `(seq_len,)` through a learned embedding.
+
+    `mask_zero` masks padding (id 0) for layers that honour Keras masks, as
+    recurrent layers do; convolutions ignore masks, so padding keeps a learned vector.
+    """
+    if not _is_token_input(input_spec):
+        inputs = _series_input(input_spec, model)
+        return inputs, inputs
+    require_range("embedding_dim", embedding_dim, 1, 4096, model=model)
+    if len(input_spec.shape) != 1:
+        raise ValueError(
+            f"Model {model!r} reads token ids shaped (seq_len,); got input shape {input_spec.shape}."
+        )
+    inputs = keras.Input(shape=input_spec.shape, dtype=input_spec.dtype, name="token_ids")
+    x = keras.layers.Embedding(
+        input_spec.vocab_size, embedding_dim, mask_zero=mask_zero, name="embedding"
+    )(inputs)
+    return inputs, x
 
 
 @keras.saving.register_keras_serializable(package="keras_models")
@@ -95,6 +123,7 @@ def cnn1d(
     filters: int = 128,
     kernel_size: int = 8,
     num_blocks: int = 3,
+    embedding_dim: int = 64,
 ) -> keras.Model:
     """The fully convolutional network (FCN) for time series of Wang et al. 2017.
 
@@ -109,6 +138,7 @@ def cnn1d(
         filters: width of the first and last block (inner blocks are twice as wide).
         kernel_size: kernel of the first block, 2 to 64; later blocks taper as in the paper.
         num_blocks: convolutional blocks, 1 to 8.
+        embedding_dim: width of the token embedding, for token-id inputs only.
 
     Example:
     >>> from keras_models import build_model, InputSpec, OutputSpec
@@ -119,8 +149,7 @@ def cnn1d(
     require_range("filters", filters, 1, 4096, model="cnn1d")
     require_range("kernel_size", kernel_size, 2, 64, model="cnn1d")
     require_range("num_blocks", num_blocks, 1, 8, model="cnn1d")
-    inputs = _series_input(input_spec, "cnn1d")
-    x = inputs
+    inputs, x = _sequence_input(input_spec, "cnn1d", embedding_dim, mask_zero=False)
     for i, (width, kernel) in enumerate(fcn_layout(filters, kernel_size, num_blocks)):
         x = keras.layers.Conv1D(width, kernel, padding="same", name=f"block{i}_conv")(x)
         x = keras.layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
@@ -372,7 +401,9 @@ def recurrent_search_space(hp):
     )
 
 
-def _stacked_recurrent(name, layer_cls, input_spec, output_spec, units, num_layers, dropout, bidirectional):
+def _stacked_recurrent(
+    name, layer_cls, input_spec, output_spec, units, num_layers, dropout, bidirectional, embedding_dim
+):
     require_range("units", units, 1, 4096, model=name)
     require_range("num_layers", num_layers, 1, 8, model=name)
     require_range("dropout", dropout, 0.0, 0.9, model=name)
@@ -381,8 +412,7 @@ def _stacked_recurrent(name, layer_cls, input_spec, output_spec, units, num_laye
             f"Hyperparameter bidirectional=True of model {name!r} is for classification only; "
             f"{output_spec.task} models read the series causally, left to right."
         )
-    inputs = _series_input(input_spec, name)
-    x = inputs
+    inputs, x = _sequence_input(input_spec, name, embedding_dim, mask_zero=True)
     for i in range(num_layers):
         layer = layer_cls(units, dropout=dropout, return_sequences=i < num_layers - 1, name=f"{name}_{i}")
         if bidirectional:
@@ -406,6 +436,7 @@ def rnn(
     num_layers: int = 1,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    embedding_dim: int = 64,
 ) -> keras.Model:
     """A stack of simple (Elman) recurrent layers; the head reads the last hidden state.
 
@@ -415,9 +446,11 @@ def rnn(
         dropout: dropout rate on each layer's inputs, in [0, 0.9].
         bidirectional: read the series both ways (classification only; not searched,
             since the search space does not know the task).
+        embedding_dim: width of the token embedding, for token-id inputs only.
     """
     return _stacked_recurrent(
-        "rnn", keras.layers.SimpleRNN, input_spec, output_spec, units, num_layers, dropout, bidirectional
+        "rnn", keras.layers.SimpleRNN, input_spec, output_spec, units, num_layers, dropout, bidirectional,
+        embedding_dim,
     )
 
 
@@ -436,6 +469,7 @@ def lstm(
     num_layers: int = 1,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    embedding_dim: int = 64,
 ) -> keras.Model:
     """A stack of LSTM layers; the head reads the last hidden state.
 
@@ -444,6 +478,7 @@ def lstm(
         num_layers: stacked layers, 1 to 8.
         dropout: dropout rate on each layer's inputs, in [0, 0.9].
         bidirectional: read the series both ways (classification only; not searched).
+        embedding_dim: width of the token embedding, for token-id inputs only.
 
     Example:
     >>> from keras_models import build_model, InputSpec, OutputSpec
@@ -452,7 +487,8 @@ def lstm(
     True
     """
     return _stacked_recurrent(
-        "lstm", keras.layers.LSTM, input_spec, output_spec, units, num_layers, dropout, bidirectional
+        "lstm", keras.layers.LSTM, input_spec, output_spec, units, num_layers, dropout, bidirectional,
+        embedding_dim,
     )
 
 
@@ -471,6 +507,7 @@ def gru(
     num_layers: int = 1,
     dropout: float = 0.0,
     bidirectional: bool = False,
+    embedding_dim: int = 64,
 ) -> keras.Model:
     """A stack of GRU layers (Keras's `reset_after=True` variant); the head reads the last hidden state.
 
@@ -479,9 +516,11 @@ def gru(
         num_layers: stacked layers, 1 to 8.
         dropout: dropout rate on each layer's inputs, in [0, 0.9].
         bidirectional: read the series both ways (classification only; not searched).
+        embedding_dim: width of the token embedding, for token-id inputs only.
     """
     return _stacked_recurrent(
-        "gru", keras.layers.GRU, input_spec, output_spec, units, num_layers, dropout, bidirectional
+        "gru", keras.layers.GRU, input_spec, output_spec, units, num_layers, dropout, bidirectional,
+        embedding_dim,
     )
 
 
@@ -651,3 +690,124 @@ def sru(
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
         x = SRU(units, return_sequences=i < num_layers - 1, name=f"sru_{i}")(x)
     return keras.Model(inputs, task_head(x, output_spec), name="sru")
+
+
+# --------------------------------------------------------------------------
+# Series Transformer: a Transformer encoder over real-valued timesteps.
+# --------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each timestep's position: `(batch, time, width)` in and out.
+
+    Attention is blind to order, so a series encoder needs to be told which
+    step is which; the window has a fixed length, so one vector per position
+    (as in BERT and ViT) is enough.
+
+    Args:
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(PositionEmbedding()(np.zeros((2, 5, 4), "float32")).shape)
+    (2, 5, 4)
+    """
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(input_shape[1], input_shape[2]),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.embeddings, inputs.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def series_transformer_search_space(hp):
+    return dict(
+        d_model=hp.Choice("d_model", [16, 32, 64], default=32),
+        num_heads=hp.Choice("num_heads", [2, 4], default=4),
+        ff_dim=hp.Choice("ff_dim", [32, 64, 128], default=64),
+        num_layers=hp.Int("num_layers", 1, 3, default=2),
+        dropout=hp.Float("dropout", 0.0, 0.3, step=0.1),
+        pooling=hp.Choice("pooling", ["flatten", "mean", "last"], default="flatten"),
+    )
+
+
+@register_model(
+    "series_transformer",
+    family="sequence",
+    search_space=series_transformer_search_space,
+    paper="Vaswani et al. 2017, Attention Is All You Need (encoder over real-valued timesteps, as in Zerveas et al. 2021)",
+    tasks=TASKS,
+)
+def series_transformer(
+    input_spec: InputSpec,
+    output_spec: OutputSpec,
+    *,
+    d_model: int = 32,
+    num_heads: int = 4,
+    ff_dim: int = 64,
+    num_layers: int = 2,
+    dropout: float = 0.1,
+    pooling: str = "flatten",
+) -> keras.Model:
+    """A Transformer encoder for real-valued series (Zerveas et al. 2021's input embedding).
+
+    Each timestep's channels are projected linearly to `d_model`, a learned
+    position embedding is added, then `num_layers` post-norm encoder blocks
+    (`keras_models.text.TransformerEncoderBlock`, the BERT block) mix the
+    steps with full self-attention: the window is all past values, so a
+    forecast may attend anywhere in it. The head reads the encoded steps
+    flattened (every position keeps its own weights, which suits a short
+    fixed window), their mean, or the last step.
+
+    Args:
+        d_model: width of the step embeddings; `num_heads` must divide it.
+        num_heads: attention heads.
+        ff_dim: inner width of each block's feed-forward network.
+        num_layers: encoder blocks, 1 to 12.
+        dropout: dropout rate on the embeddings, attention and sublayer outputs, in [0, 0.9].
+        pooling: `"flatten"`, `"mean"` or `"last"`: how the head reads the encoded steps.
+
+    Example:
+    >>> from keras_models import build_model, InputSpec, OutputSpec
+    >>> model = build_model("series_transformer", InputSpec((24, 1)), OutputSpec("forecasting", 12), d_model=16)
+    >>> model.output_shape
+    (None, 12)
+    """
+    from keras_models.text import TransformerEncoderBlock
+
+    require_range("d_model", d_model, 1, 4096, model="series_transformer")
+    require_range("num_heads", num_heads, 1, 64, model="series_transformer")
+    require_range("ff_dim", ff_dim, 1, 16384, model="series_transformer")
+    require_range("num_layers", num_layers, 1, 12, model="series_transformer")
+    require_range("dropout", dropout, 0.0, 0.9, model="series_transformer")
+    if d_model % num_heads:
+        raise ValueError(
+            f"Hyperparameter num_heads={num_heads} of model 'series_transformer' must divide d_model={d_model}."
+        )
+    if pooling not in ("flatten", "mean", "last"):
+        raise ValueError(
+            f"Hyperparameter pooling={pooling!r} of model 'series_transformer' must be 'flatten', 'mean' or 'last'."
+        )
+    inputs = _series_input(input_spec, "series_transformer")
+    if input_spec.shape[0] is None and pooling == "flatten":
+        raise ValueError("Model 'series_transformer' with pooling='flatten' needs a fixed number of timesteps.")
+    x = keras.layers.Dense(d_model, name="step_embedding")(inputs)
+    x = PositionEmbedding(name="position_embedding")(x)
+    x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+    for i in range(num_layers):
+        x = TransformerEncoderBlock(num_heads, ff_dim, dropout, layer_norm_epsilon=1e-6, name=f"encoder_{i}")(x)
+    if pooling == "flatten":
+        x = keras.layers.Flatten(name="flatten")(x)
+    elif pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_pooling")(x)
+    else:
+        x = LastTimestep(name="last_timestep")(x)
+    return keras.Model(inputs, task_head(x, output_spec), name="series_transformer")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,11 +64,27 @@ class TabularClassification(Section):
 
 
 class ImageClassification(Section):
-    """Images (height × width × channels), one class label; resized to `image_size` when set."""
+    """Images (height × width × channels), one class label; resized to `image_size` when set.
+
+    Images come either as one column of arrays (`image_column`, as TFDS gives
+    them) or as flat pixel columns, one per value in row-major, channels-last
+    order (`sklearn:digits`), which `pixel_shape` (height, width, channels)
+    reshapes. `top_k` sets the k of the top-k accuracy that evaluate reports.
+    `random_translation` (a fraction of height and width), `random_rotation`
+    (a fraction of a full turn) and `random_zoom` (a fraction of the size)
+    bound the random augmentation of training images; 0 turns each off.
+    """
 
     type: Literal["image_classification"]
-    image_size: tuple[int, int] | None = None
+    image_column: str = "image"
+    pixel_shape: (
+        tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None
+    ) = None
+    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
     top_k: int = Field(5, ge=1)
+    random_translation: float = Field(0.0, ge=0, lt=1)
+    random_rotation: float = Field(0.0, ge=0, le=0.5)
+    random_zoom: float = Field(0.0, ge=0, lt=1)
 
 
 class Forecasting(Section):
@@ -76,6 +92,9 @@ class Forecasting(Section):
 
     The last `test_periods` are the test split and the `eval_periods` before
     them the eval split; the model reads `window` steps and forecasts `horizon`.
+    `seasonality` is the season length of the seasonal-naive baseline and, with
+    `seasonal_difference`, the lag of the differencing the model learns on
+    (`y[t] - y[t - seasonality]`), which the serving model undoes.
     """
 
     type: Literal["forecasting"]
@@ -85,13 +104,34 @@ class Forecasting(Section):
     test_periods: int = Field(12, ge=1)
     eval_periods: int = Field(12, ge=1)
     seasonality: int = Field(12, ge=1)
+    seasonal_difference: bool = False
+
+    @model_validator(mode="after")
+    def _eval_holds_a_forecast(self):
+        if self.eval_periods < self.horizon:
+            raise ValueError(
+                f"eval_periods={self.eval_periods} is shorter than horizon={self.horizon}: "
+                "the eval split must hold at least one whole forecast"
+            )
+        return self
 
 
 class SeriesClassification(Section):
-    """Whole series (one list of values per row), one class label."""
+    """Whole series (one array of shape `(length,)` or `(length, channels)` per row), one class label.
+
+    Each series is z-normalised on its own (`znormalize`), then padded with
+    zeros or truncated to `max_length` steps (the longest train series when
+    unset), on the left (`padding: pre`, so the last step is the series' own
+    last value, as causal models read it) or on the right (`post`).
+    `mask_channel` appends a 0/1 channel per channel that marks observed steps.
+    """
 
     type: Literal["series_classification"]
     series_column: str = "series"
+    znormalize: bool = True
+    max_length: int | None = Field(None, ge=1)
+    padding: Literal["pre", "post"] = "pre"
+    mask_channel: bool = False
 
 
 class TextClassification(Section):
@@ -105,7 +145,13 @@ class TextClassification(Section):
 
 
 class Seq2Seq(Section):
-    """Pairs of source and target text; `character` tokens suit scripts such as Hangul."""
+    """Pairs of source and target text; `character` tokens suit scripts such as Hangul.
+
+    `target_column` is the label (`data.label`, when set, must name the same
+    column). Sentences are cut to `max_source_length` / `max_target_length`
+    tokens; `vocabulary_size` counts the four special ids. `beam_width` 1
+    decodes greedily; `length_penalty` is the beam search's GNMT exponent.
+    """
 
     type: Literal["seq2seq"]
     source_column: str = "source"
@@ -114,8 +160,10 @@ class Seq2Seq(Section):
     target_tokens: Literal["word", "character"] = "character"
     max_source_length: int = Field(20, ge=1)
     max_target_length: int = Field(40, ge=1)
-    vocabulary_size: int = Field(8000, ge=4)
+    vocabulary_size: int = Field(8000, ge=5)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
     beam_width: int = Field(1, ge=1)
+    length_penalty: float = Field(0.6, ge=0)
 
 
 TaskConfig = Annotated[
@@ -234,15 +282,29 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _section_at(model: type[BaseModel], path: tuple) -> type[BaseModel] | None:
+    """The section model at a validation error's location; a task union is resolved by its `type` tag."""
+    node, parts = model, list(path)
+    while parts:
+        field = node.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return None
+        members = get_args(field.annotation) if get_origin(field.annotation) is Union else (field.annotation,)
+        if len(members) > 1 and parts:
+            tag = str(parts.pop(0))
+            members = tuple(m for m in members if get_args(m.model_fields["type"].annotation) == (tag,))
+        node = members[0] if members and isinstance(members[0], type) else None
+        if node is None or not issubclass(node, BaseModel):
+            return None
+    return node
+
+
 def _describe(error: dict, model: type[BaseModel]) -> str:
     """One line for one validation error, listing the valid keys for an unknown one."""
     location = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        section: Any = model
-        for part in error["loc"][:-1]:
-            field = section.model_fields.get(str(part)) if isinstance(section, type) else None
-            section = field.annotation if field is not None else None
-        valid = sorted(section.model_fields) if isinstance(section, type) else []
+        section = _section_at(model, error["loc"][:-1])
+        valid = sorted(section.model_fields) if section is not None else []
         close = difflib.get_close_matches(str(error["loc"][-1]), valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{location}: unknown key{hint}; valid keys: {', '.join(valid)}"
@@ -278,10 +340,19 @@ def load_config(
 
 
 def _check_model(config: PipelineConfig) -> None:
+    """The model exists, takes these hyperparameters, and has a head for the task."""
     import keras_models
+    from tasks import task_class
 
     try:
-        keras_models.get_entry(config.model.name)
+        entry = keras_models.get_entry(config.model.name)
         keras_models.registry.check_hparams(config.model.name, config.model.hparams)
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
+    head = task_class(config.task.type).head
+    if head not in entry.tasks:
+        fitting = [e.name for e in keras_models.list_models() if head in e.tasks]
+        raise ConfigError(
+            f"model: {config.model.name!r} has no {head} head for task {config.task.type!r}; "
+            f"models that do: {', '.join(fitting)}."
+        )

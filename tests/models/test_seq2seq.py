@@ -115,6 +115,33 @@ def test_shapes_masks_and_round_trip(config, tmp_path):
     assert_save_load_identical(model, inputs, tmp_path)
 
 
+def test_no_attention_model_reads_the_source_only_through_the_encoder_state(tmp_path):
+    model = build_model("seq2seq_attention", SPEC_IN, SPEC_OUT, attention="none", **RNN)
+    inputs = _random_batch()
+    future_changed, source_changed = _random_batch(), _random_batch()
+    future_changed["target_in"][:, 4] = _another_token(inputs["target_in"][:, 4], TGT_VOCAB)
+    source_changed["source"][:, 0] = _another_token(inputs["source"][:, 0], SRC_VOCAB)
+    probs, future_probs, source_probs = (
+        np.asarray(_predict(model, x)) for x in (inputs, future_changed, source_changed)
+    )
+
+    assert model.output_shape == (None, None, TGT_VOCAB) and probs.shape == (3, 6, TGT_VOCAB)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(future_probs[:, :4], probs[:, :4], atol=1e-6)  # causal decoder
+    assert np.abs(source_probs - probs).max() > 1e-6
+    with pytest.raises(ValueError, match="no attention layer"):
+        attention_model(model)
+    E, U = RNN["embed_dim"], RNN["units"]
+    assert count_params(model) == (SRC_VOCAB + TGT_VOCAB) * E + 2 * _gru(E, U) + U * TGT_VOCAB + TGT_VOCAB
+
+    longer = build_model("seq2seq_attention", InputSpec((SRC_LEN + 4,), "int32", SRC_VOCAB), SPEC_OUT,
+                         attention="none", **RNN)
+    longer.set_weights(model.get_weights())
+    padded = {**inputs, "source": np.pad(inputs["source"], ((0, 0), (0, 4)))}
+    np.testing.assert_allclose(_predict(longer, padded), probs, atol=1e-5)
+    assert_save_load_identical(model, inputs, tmp_path)
+
+
 @pytest.mark.parametrize("config", ["bahdanau_lstm", "luong_general", "transformer"])
 def test_mixed_bfloat16(config):
     name, hparams = CONFIGS[config]

@@ -1,4 +1,4 @@
-"""Sequence family: 1D CNN, TCN, SimpleRNN/LSTM/GRU and SRU on real series."""
+"""Sequence family: 1D CNN, TCN, SimpleRNN/LSTM/GRU, SRU and the series Transformer on real series."""
 
 import doctest
 
@@ -16,7 +16,7 @@ from tests.models.checks import (
     count_params,
 )
 
-MODELS = ["cnn1d", "tcn", "rnn", "lstm", "gru", "sru"]
+MODELS = ["cnn1d", "tcn", "rnn", "lstm", "gru", "sru", "series_transformer"]
 EPOCHS, EPOCHS_ITALY = 10, 20
 WINDOW, HORIZON = 12, 3
 SERIES, FORECAST = InputSpec((WINDOW, 1)), OutputSpec("forecasting", HORIZON)
@@ -98,6 +98,66 @@ def test_classifies_italy_power_demand(name, italy_power):
     assert accuracy > 0.9, accuracy  # chance is 0.5; the FCN paper reports 0.97
 
 
+TOKEN_LEN, TOKEN_VOCAB = 32, 4000
+TOKENS = InputSpec((TOKEN_LEN,), dtype="int32", vocab_size=TOKEN_VOCAB)
+
+
+@pytest.fixture(scope="module")
+def sentence_polarity(shared_datasets):
+    """The 10,662 movie-review sentences as word ids (0 pads, 1 is unknown), 8,000 to train and the rest to test."""
+    from collections import Counter
+
+    sentences, labels = [], []
+    for label, suffix in ((0, "neg"), (1, "pos")):
+        text = (shared_datasets / "rt_polarity" / f"rt-polarity.{suffix}").read_text(encoding="latin-1")
+        lines = [line.split() for line in text.split("\n") if line.strip()]
+        sentences += lines
+        labels += [label] * len(lines)
+    order = np.random.default_rng(0).permutation(len(sentences))
+    sentences, labels = [sentences[i] for i in order], np.asarray(labels, "int32")[order]
+    counts = Counter(w for s in sentences[:8000] for w in s)
+    index = {w: i + 2 for i, (w, _) in enumerate(counts.most_common(TOKEN_VOCAB - 2))}
+    ids = np.zeros((len(sentences), TOKEN_LEN), "int32")
+    for row, sentence in enumerate(sentences):
+        tokens = [index.get(w, 1) for w in sentence[:TOKEN_LEN]]
+        ids[row, : len(tokens)] = tokens
+    return (ids[:8000], labels[:8000]), (ids[8000:], labels[8000:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, hparams", [
+    ("cnn1d", dict(filters=32, kernel_size=5, num_blocks=1, embedding_dim=32)),
+    ("lstm", dict(units=16, embedding_dim=32)),
+    ("gru", dict(units=16, embedding_dim=32, bidirectional=True)),
+])
+def test_classifies_sentence_polarity_from_token_ids(name, hparams, sentence_polarity, tmp_path):
+    """Token ids through a learned embedding: real sentences, held-out accuracy well above chance."""
+    (x_train, y_train), (x_test, y_test) = sentence_polarity
+    model = build_model(name, TOKENS, OutputSpec("classification", 2), **hparams)
+    assert model.get_layer("embedding").embeddings.shape == (TOKEN_VOCAB, 32)
+    assert_training_lowers_loss(
+        model, x_train, y_train, loss="sparse_categorical_crossentropy",
+        epochs=3, batch_size=64, learning_rate=3e-3, factor=0.7,
+    )
+    accuracy = (model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
+    assert accuracy > 0.65, accuracy  # chance is 0.5; Kim (2014) reports 0.761 for a CNN on random embeddings
+    assert_save_load_identical(model, x_test[:16], tmp_path)
+    if name != "cnn1d":  # recurrent layers skip masked padding: its embedding cannot change the output
+        table = model.get_layer("embedding").embeddings
+        before = model.predict(x_test[:16], verbose=0)
+        rows = keras.ops.convert_to_numpy(table).copy()
+        rows[0] = 5.0
+        table.assign(rows)
+        np.testing.assert_allclose(model.predict(x_test[:16], verbose=0), before, atol=1e-6)
+
+
+def test_token_inputs_need_a_sequence_of_ids():
+    with pytest.raises(ValueError, match=r"Model 'lstm' reads token ids shaped \(seq_len,\)"):
+        build_model("lstm", InputSpec((4, 2), dtype="int32", vocab_size=10), OutputSpec("classification", 2))
+    with pytest.raises(ValueError, match="embedding_dim=0 of model 'cnn1d'"):
+        build_model("cnn1d", TOKENS, OutputSpec("classification", 2), embedding_dim=0)
+
+
 def test_recurrent_parameter_counts():
     """SimpleRNN h(h+d)+h, LSTM 4(h(h+d)+h), Keras GRU (reset_after=True) 3(h(h+d)+2h); ×2 bidirectional."""
     h, d, classes = 16, 1, 4
@@ -116,6 +176,25 @@ def test_sru_parameter_count():
     h, d = 16, 1  # first layer projects the skip term (4 matrices), the second has d == h (3 matrices).
     model = build_model("sru", InputSpec((10, d)), OutputSpec("forecasting", 2), units=h, num_layers=2)
     assert count_params(model) == (4 * d * h + 4 * h) + (3 * h * h + 4 * h) + (h * 2 + 2)
+
+
+def test_series_transformer_parameter_count():
+    """Step projection, position table, post-norm blocks (4 attention projections, FFN, 2 norms), flat head."""
+    t, c, d, f, blocks, h = 12, 2, 16, 32, 2, 3
+    model = build_model(
+        "series_transformer", InputSpec((t, c)), OutputSpec("forecasting", h),
+        d_model=d, num_heads=4, ff_dim=f, num_layers=blocks,
+    )
+    block = 4 * (d * d + d) + (d * f + f) + (f * d + d) + 2 * (2 * d)
+    assert count_params(model) == (c * d + d) + t * d + blocks * block + (t * d * h + h)
+
+
+def test_series_transformer_knows_the_order_of_steps(airline):
+    """Attention alone is blind to order; the position embedding makes a reversed window read differently."""
+    x, _ = airline
+    model = build_model("series_transformer", SERIES, FORECAST, d_model=16, num_layers=1, pooling="mean")
+    forward, backward = model.predict(x[:8], verbose=0), model.predict(x[:8, ::-1], verbose=0)
+    assert np.abs(forward - backward).max() > 1e-4
 
 
 def test_cnn1d_reference_fcn_parameter_count():
@@ -237,6 +316,10 @@ def test_rejects_bad_hparams_and_inputs():
         build_model("tcn", SERIES, OutputSpec("forecasting", 3), kernel_size=1)
     with pytest.raises(ValueError, match=r"\(timesteps, channels\)"):
         build_model("sru", InputSpec((12,)), OutputSpec("forecasting", 3))
+    with pytest.raises(ValueError, match="num_heads=3 of model 'series_transformer' must divide d_model=32"):
+        build_model("series_transformer", SERIES, FORECAST, num_heads=3)
+    with pytest.raises(ValueError, match="pooling='cls' of model 'series_transformer'"):
+        build_model("series_transformer", SERIES, FORECAST, pooling="cls")
     with pytest.raises(ValueError, match="exactly one of"):
         tcn_receptive_field(3)
 
