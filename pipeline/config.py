@@ -135,13 +135,26 @@ class SeriesClassification(Section):
 
 
 class TextClassification(Section):
-    """Free text, one class label; tokens are lower-cased words."""
+    """Free text, one class label; tokens are lower-cased words and punctuation marks.
+
+    Texts become their first `max_length` token ids; the vocabulary is the
+    `vocabulary_size` most frequent train tokens (ids 0 and 1 are padding and
+    unknown tokens besides). `pretrain_epochs` > 0 pretrains a text encoder
+    (bert, fnet) with the masked-LM objective on the train texts before fitting:
+    a `mask_rate` share of tokens is masked afresh every epoch, and the head
+    predicts the `pretrain_vocabulary` most frequent tokens (a smaller softmax;
+    rarer masked tokens are corrupted but not scored), at `pretrain_learning_rate`
+    (default: `train.learning_rate`).
+    """
 
     type: Literal["text_classification"]
     text_column: str = "text"
     max_length: int = Field(64, ge=1)
-    vocabulary_size: int = Field(20000, ge=2)
+    vocabulary_size: int = Field(20000, ge=1)
     pretrain_epochs: int = Field(0, ge=0)
+    mask_rate: float = Field(0.15, gt=0, lt=1)
+    pretrain_vocabulary: int | None = Field(None, ge=1)
+    pretrain_learning_rate: float | None = Field(None, gt=0, lt=10)
 
 
 class Seq2Seq(Section):
