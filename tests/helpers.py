@@ -19,6 +19,15 @@ def run_component(name: str, config: PipelineConfig, inputs: dict[str, Path], ou
         return module.run(inputs, output, config)
 
 
+def run_train(config: PipelineConfig, inputs: dict[str, Path], output: Path) -> dict:
+    """Runs the train component and records its summary in the manifest, as the runner does for evaluate."""
+    import json
+
+    summary = run_component("train", config, inputs, output)
+    (output / "manifest.json").write_text(json.dumps({"summary": summary}))
+    return summary
+
+
 def config_for(recipe: str = "iris_mlp", **overrides) -> PipelineConfig:
     return load_config(recipe, overrides)
 

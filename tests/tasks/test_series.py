@@ -12,7 +12,7 @@ from components.artifact_io import read_columns, read_json
 from data.sources import SourceError, read_source
 from data.ucr import read_ts
 from tasks.series import AnalyzeFn, PadSeries, SeriesClassification, SeriesZNormalization, prepare, znormalize
-from tests.helpers import config_for, run_component, use_mlflow_store
+from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
 HEADER = "# a comment\n@problemName Toy\n@missing true\n@univariate {univariate}\n{extra}@classLabel true a b\n@data\n"
 
@@ -216,8 +216,7 @@ def test_learns_italy_power_demand_end_to_end(italy_power_run):
 
     root, config = italy_power_run
     inputs = {"ingest": root / "ingest", "preprocess": root / "preprocess"}
-    summary = run_component("train", config, inputs, root / "train")
-    (root / "train" / "manifest.json").write_text(json.dumps({"summary": summary}))  # as the runner records it
+    summary = run_train(config, inputs, root / "train")
     run_component("evaluate", config, {**inputs, "train": root / "train"}, root / "evaluate")
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.85, metrics["test"]

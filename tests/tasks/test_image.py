@@ -1,0 +1,226 @@
+"""Image classification: the MNIST TFDS builder, Beam pixel statistics, serving without skew, and a real run."""
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.artifact_io import read_columns, read_frame, read_json
+from data.sources import SourceError, read_source
+from data.tfds_builders.mnist_subset import DATA_DIR, TEST_IMAGES, TEST_LABELS, TRAIN_CSV, read_idx
+from pipeline.config import DataConfig, ImageClassification as ImageOptions
+from tasks.image import AnalyzeFn, ImageClassification, build_serving_model, raw_inputs, resize
+from tests.helpers import config_for, run_component, run_train, use_mlflow_store
+
+# ---- data -----------------------------------------------------------------
+
+
+def test_mnist_subset_builder_reads_the_shipped_files(tmp_path):
+    test = read_source("tfds:mnist_subset/test", tfds_data_dir=str(tmp_path)).frame
+    labels = read_idx(DATA_DIR / TEST_LABELS, "labels")
+    assert len(test) == 10_000 and {i.shape for i in test["image"]} == {(28, 28, 1)}
+    assert test["image"].iloc[0].dtype == np.uint8
+    assert test["label"].value_counts().sort_index().tolist() == np.bincount(labels).tolist()
+    # TFDS shuffles; every shipped image is there with its label.
+    images = read_idx(DATA_DIR / TEST_IMAGES, "images")
+    first = np.flatnonzero([np.array_equal(i[..., 0], images[0]) for i in test["image"]])
+    assert first.size and test["label"].iloc[first[0]] == str(labels[0])
+
+    train = read_source("tfds:mnist_subset/train", tfds_data_dir=str(tmp_path)).frame
+    assert len(train) == 5_000 and set(train["label"].value_counts()) == {500}
+    row = pd.read_csv(DATA_DIR / TRAIN_CSV, header=None, nrows=1).to_numpy()[0]
+    match = [np.array_equal(i.ravel(), row[:-1]) for i in train["image"]]
+    assert train["label"][match].tolist() == [str(row[-1])]
+    with pytest.raises(SourceError, match="tfds:mnist_subset has no split 'validation'"):
+        read_source("tfds:mnist_subset/validation", tfds_data_dir=str(tmp_path))
+
+
+def test_idx_reader_names_a_bad_file(tmp_path):
+    path = tmp_path / "labels.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(np.array([2051, 3], ">u4").tobytes() + b"\x01\x02\x03")
+    with pytest.raises(ValueError, match=r"labels\.gz: not an IDX labels file \(magic number \[2051\]"):
+        read_idx(path, "labels")
+
+
+def digits_data(**split) -> DataConfig:
+    return DataConfig(source="sklearn:digits", label="label", **split)
+
+
+def test_flat_pixel_columns_need_their_shape():
+    task = ImageClassification(ImageOptions(type="image_classification"))
+    with pytest.raises(SourceError, match=r"no image column 'image'.*64 other columns.*"
+                                          r"task\.pixel_shape.*e\.g\. \[8, 8, 1\]"):
+        task.read_splits(digits_data(), 0)
+    task = ImageClassification(ImageOptions(type="image_classification", pixel_shape=(8, 4, 1)))
+    with pytest.raises(SourceError, match=r"pixel_shape \[8, 4, 1\] needs 32 pixel columns; the source has 64"):
+        task.read_splits(digits_data(), 0)
+
+
+def test_pixel_columns_become_one_image_column():
+    task = ImageClassification(ImageOptions(type="image_classification", pixel_shape=(8, 8, 1)))
+    raw, splits = task.read_splits(digits_data(), 0)
+    assert list(splits["train"].columns) == ["image", "label"]
+    row = splits["test"].index[0]
+    np.testing.assert_array_equal(splits["test"].loc[row, "image"][..., 0],
+                                  raw.frame.drop(columns="label").loc[row].to_numpy().reshape(8, 8))
+    schema = task.schema(splits["train"], raw)
+    assert schema["image"]["shape"] == [8, 8, 1] and schema["image"]["dtype"] == "uint8"
+    assert schema["label"]["classes"] == [str(d) for d in range(10)]
+
+
+def test_bad_images_are_named_by_row(tmp_path):
+    images = [list(range(64))] * 30
+    images[7] = list(range(63))
+    path = tmp_path / "images.parquet"
+    pd.DataFrame({"image": images, "label": ["a", "b", "c"] * 10}).to_parquet(path)
+    task = ImageClassification(ImageOptions(type="image_classification", pixel_shape=(8, 8, 1)))
+    with pytest.raises(ValueError, match=r"images\.parquet \((train|eval|test) split\), column 'image', row 7: "
+                                         r"an image must be \(height, width\[, channels\]\), got shape \(63,\)"):
+        task.read_splits(DataConfig(source=str(path)), 0)
+    frame = pd.DataFrame({"image": [np.full((2, 2), 0.5)] * 2, "label": ["a", "b"]})
+    schema = {"image": {"name": "image", "shape": [2, 2, 1], "dtype": "uint8"}, "label": {"name": "label"}}
+    with pytest.raises(ValueError, match=r"Row 0, column 'image': pixel values outside whole numbers 0\.\.255"):
+        task.to_arrow(frame, schema)
+
+
+# ---- preprocessing --------------------------------------------------------
+
+
+def test_analyzer_merges_batches_exactly():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 5, 4, 3), dtype=np.uint8)
+    images[:, :, :, 2] //= 7  # channels with different moments
+    labels = np.array(["x", "y", "z"])[rng.integers(0, 3, 300)]
+    column = pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), 60)
+    table = pa.table({"image": column, "label": labels})
+    fn = AnalyzeFn("image", [5, 4, 3], [5, 4], "label")
+    cuts = [0, 1, 50, 51, 170, 300]
+    partials = [fn.add_input(fn.create_accumulator(), table.slice(a, b - a)) for a, b in zip(cuts, cuts[1:])]
+    partials.append(fn.create_accumulator())  # an empty worker
+    merged = fn.merge_accumulators([fn.merge_accumulators(partials[3:]), *partials[:3]])
+    pixels = images.reshape(-1, 3).astype("float64")
+    assert merged["count"] == 300 * 20
+    np.testing.assert_allclose(merged["mean"], pixels.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(merged["m2"] / merged["count"], pixels.var(0), rtol=1e-12)
+    assert merged["labels"] == dict(zip(*np.unique(labels, return_counts=True)))
+
+
+def test_augmentation_acts_only_in_training(digits):
+    options = ImageOptions(type="image_classification", random_translation=0.2, random_rotation=0.1, random_zoom=0.2)
+    transform = {"image": {"shape": [8, 8, 1], "size": [8, 8]}, "label": {"classes": list("0123456789")}}
+    model = ImageClassification(options).build_model("lenet", transform, {}, 1e-3)
+    augmentation = model.get_layer("augmentation")
+    assert [layer.name for layer in augmentation.layers] == ["random_rotation", "random_zoom", "random_translation"]
+    images = digits[0][:32]
+    np.testing.assert_allclose(model.predict(images, verbose=0), model.get_layer("lenet").predict(images, verbose=0))
+    assert np.abs(np.asarray(augmentation(images, training=True)) - images).max() > 0.1
+    plain = ImageClassification(ImageOptions(type="image_classification")).build_model("lenet", transform, {}, 1e-3)
+    assert plain.name == "lenet"
+
+
+@pytest.fixture(scope="module")
+def digits_artifacts(tmp_path_factory):
+    """sklearn digits (8×8, upsampled to 32×32 as the recipe does) ingested and preprocessed on Beam."""
+    root = tmp_path_factory.mktemp("digits")
+    use_mlflow_store(root)
+    config = config_for("digits_lenet", **{"epochs": 12, "learning_rate": 0.003, "output_dir": str(root)})
+    run_component("ingest", config, {}, root / "ingest")
+    run_component("preprocess", config, {"ingest": root / "ingest"}, root / "preprocess")
+    return root, config
+
+
+def test_ingest_stores_images_as_fixed_size_lists(digits_artifacts):
+    root, _ = digits_artifacts
+    field = pq.read_schema(root / "ingest" / "train" / "data.parquet").field("image")
+    assert field.type == pa.list_(pa.uint8(), 64) and json.loads(field.metadata[b"shape"]) == [8, 8, 1]
+    schema = read_json(root / "ingest" / "schema.json")
+    assert schema["image"]["pixel_columns"][:2] == ["pixel_0_0", "pixel_0_1"]
+    assert pq.read_schema(root / "ingest" / "test" / "data.parquet").field("label").type == pa.string()
+
+
+def test_statistics_are_full_pass_over_train_only(digits_artifacts):
+    root, _ = digits_artifacts
+    transform = read_json(root / "preprocess" / "transform" / "transform.json")
+    train = read_columns(root / "ingest" / "train")
+    pixels = resize(train["image"].reshape(-1, 8, 8, 1), [32, 32]).astype("float64")
+    assert transform["image"]["size"] == [32, 32]
+    assert transform["image"]["mean"] == pytest.approx([pixels.mean()], rel=1e-9)
+    assert transform["image"]["variance"] == pytest.approx([pixels.var()], rel=1e-9)
+    assert transform["num_train_rows"] == len(train["label"])
+    transformed = read_columns(root / "preprocess" / "transformed" / "train")["image"]
+    assert transformed.shape == (len(train["label"]), 32 * 32)
+    assert abs(transformed.mean()) < 1e-4 and abs(transformed.std() - 1) < 1e-4
+
+
+def test_exported_preprocessing_matches_beam(digits_artifacts):
+    """The serving model's Resizing and Normalization give the pixels Beam wrote: no skew."""
+    import keras
+
+    root, _ = digits_artifacts
+    transform = read_json(root / "preprocess" / "transform" / "transform.json")
+    raw = read_frame(root / "ingest" / "test")
+    beam = read_columns(root / "preprocess" / "transformed" / "test")["image"].reshape(-1, 32, 32, 1)
+    pixels = keras.Input((32, 32, 1))
+    serving = build_serving_model(keras.Model(pixels, keras.layers.Identity()(pixels)), transform)
+    served = serving.predict(raw_inputs(raw, transform), verbose=0)
+    np.testing.assert_allclose(served, beam, atol=1e-5)
+
+    # The source's own flat pixel columns serve as well as the ingested image column.
+    flat = pd.DataFrame(np.stack(raw["image"]).astype("float64"), columns=transform["image"]["pixel_columns"])
+    np.testing.assert_allclose(serving.predict(raw_inputs(flat, transform), verbose=0), beam, atol=1e-5)
+    with pytest.raises(ValueError, match=r"Input rows lack the image column 'image' or its 64 pixel columns"):
+        raw_inputs(flat.drop(columns="pixel_3_3"), transform)
+
+
+def test_vit_attention_maps_are_plotted(digits_artifacts, tmp_path):
+    import keras
+
+    import keras_models
+    from tasks.serving import Predictor
+
+    root, config = digits_artifacts
+    transform = read_json(root / "preprocess" / "transform" / "transform.json")
+    task = ImageClassification(config.task)
+    network = keras_models.build_model("vit", *task.specs(transform), patch_size=8, hidden_dim=16,
+                                       num_layers=2, num_heads=2, mlp_dim=32)
+    build_serving_model(network, transform).save(tmp_path / "serving.keras")
+    (tmp_path / "transform.json").write_text(json.dumps(transform))
+    predictor = Predictor(tmp_path / "serving.keras", tmp_path / "transform.json")
+    test = read_frame(root / "ingest" / "test").head(20)
+    y_true = pd.Categorical(test["label"], categories=transform["label"]["classes"]).codes
+    y_pred = predictor.outputs(test).argmax(1)
+    vit_config = config_for("digits_lenet", model="vit")
+    plots = task.extra_plots(predictor, test, y_true, y_pred, tmp_path, vit_config)
+    names = sorted(p.name for p in plots)
+    assert names[0] == "mistakes.png" and len(names) == 5
+    assert all(n.startswith("vit_attention_test_row") for n in names[1:])
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)
+
+
+# ---- end to end -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lenet_learns_digits_end_to_end(digits_artifacts):
+    import mlflow
+
+    root, config = digits_artifacts
+    inputs = {"ingest": root / "ingest", "preprocess": root / "preprocess"}
+    trained = run_train(config, inputs, root / "train")
+    result = run_component("evaluate", config, {**inputs, "train": root / "train"}, root / "evaluate")
+    metrics = read_json(root / "evaluate" / "metrics.json")
+    assert metrics["test"]["accuracy"] > 0.85 and metrics["baseline"]["accuracy"] < 0.15
+    assert metrics["test"]["top_3_accuracy"] >= metrics["test"]["accuracy"]
+    assert (root / "evaluate" / "mistakes.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["blessed"] is (metrics["test"]["accuracy"] >= 0.95)
+
+    # The logged pyfunc model takes JSON-like rows: one list of raw pixel values per image.
+    rows = read_frame(root / "ingest" / "test").head(8)
+    model = mlflow.pyfunc.load_model(trained["mlflow_model_uri"])
+    served = model.predict(pd.DataFrame({"image": [img.astype(float).tolist() for img in rows["image"]]}))
+    assert (served["label"] == rows["label"]).mean() >= 0.75
