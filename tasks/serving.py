@@ -16,6 +16,7 @@ import pandas as pd
 
 CODE_PATHS = ("tasks", "keras_models", "data", "pipeline")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def task_from_transform(transform: dict[str, Any]):
@@ -65,7 +66,7 @@ except ImportError:  # serving without MLflow installed needs only the Predictor
 
 
 def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataFrame, registered_model_name=None):
-    """Logs the serving model to the active MLflow run with a raw-input signature."""
+    """Logs the serving model to the active MLflow run with a raw-input signature, as code: nothing pickled."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -79,7 +80,7 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
                     ("keras", "tensorflow-cpu", "numpy", "pandas", "pydantic", "scikit-learn") if name in versions]
     return mlflow.pyfunc.log_model(
         name="model",
-        python_model=KerasPyfunc(),
+        python_model=str(PYFUNC_MODEL_CODE),
         artifacts={"keras_model": str(serving_path), "transform": str(transform_path)},
         code_paths=[str(PROJECT_ROOT / path) for path in CODE_PATHS],
         signature=infer_signature(example, predictions),

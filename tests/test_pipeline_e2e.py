@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -115,6 +116,8 @@ def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
     names = [spec.name for spec in model.metadata.get_input_schema().inputs]
     assert names == list(rows.columns)
+    files = mlflow.artifacts.list_artifacts(f"models:/{config.registered_model_name}@champion")
+    assert "python_model.pkl" not in {Path(f.path).name for f in files}  # logged as code: loading unpickles nothing
 
 
 def test_unchanged_components_are_reused_and_training_change_reruns_downstream(pipeline_run):
