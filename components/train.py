@@ -4,7 +4,8 @@ Outputs `model.keras` (the network on transformed features), `serving.keras`
 (the same network behind the task's preprocessing, rebuilt from
 `transform.json`, so it takes raw inputs), `history.json`, and an MLflow
 pyfunc model whose signature is the raw input columns. Early stopping picks
-the epoch; `BackupAndRestore` lets a killed run resume from its last epoch.
+the epoch; `BackupAndRestore` lets a killed run resume from its last epoch;
+a NaN or infinite loss stops it with an error naming the step.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SPEC = ComponentSpec(
     inputs=("ingest", "preprocess"),
     optional_inputs=("tune",),
     config_sections=("model", "train", "task", "seed"),
-    code=("components/train.py", "components/base.py", "components/artifact_io.py", "keras_models", "tasks"),
+    code=("components/train.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
     resumable=True,
     description="Fit the registry model with early stopping and BackupAndRestore; export it with its preprocessing.",
 )
@@ -40,6 +41,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import keras
     import mlflow
 
+    from components.callbacks import StopOnNonFiniteLoss
     from tasks import get_task
     from tasks.serving import log_pyfunc_model
 
@@ -64,6 +66,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         batch_size=settings.batch_size,
         verbose=0,
         callbacks=[
+            StopOnNonFiniteLoss(),
             keras.callbacks.BackupAndRestore(str(backup)),
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True

@@ -20,7 +20,7 @@ SPEC = ComponentSpec(
     name="tune",
     inputs=("preprocess",),
     config_sections=("model", "tune", "train.batch_size", "task", "seed"),
-    code=("components/tune.py", "components/base.py", "components/artifact_io.py", "keras_models", "tasks"),
+    code=("components/tune.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
     resumable=True,
     description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",
 )
@@ -46,6 +46,9 @@ def make_tuner(kind: str, hypermodel, directory: Path, config):
     """A Keras Tuner of `kind` whose trials each run inside a nested MLflow run."""
     import keras_tuner
     import mlflow
+    from keras_tuner.errors import FailedTrialError
+
+    from components.callbacks import StopOnNonFiniteLoss
 
     base = {
         "random": keras_tuner.RandomSearch,
@@ -58,8 +61,13 @@ def make_tuner(kind: str, hypermodel, directory: Path, config):
             with mlflow.start_run(run_name=f"trial-{trial.trial_id}", nested=True):
                 mlflow.set_tags({"component": "tune", "trial_id": trial.trial_id, "tuner": kind})
                 mlflow.log_params(trial.hyperparameters.values)
-                kwargs["callbacks"] = [*kwargs.get("callbacks", []), mlflow.keras.MlflowCallback()]
-                results = super().run_trial(trial, *args, **kwargs)
+                kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopOnNonFiniteLoss(FailedTrialError),
+                                       mlflow.keras.MlflowCallback()]
+                try:
+                    results = super().run_trial(trial, *args, **kwargs)
+                except FailedTrialError as e:
+                    mlflow.set_tags({"trial_status": "failed", "failure": str(e)[:500]})
+                    raise
                 histories = results if isinstance(results, list) else [results]
                 objective = self.oracle.objective.name
                 scores = [max(h.history[objective]) if self.oracle.objective.direction == "max"
