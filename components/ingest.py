@@ -2,8 +2,9 @@
 
 The task decides how rows are split (stratified, or by time) and how its
 columns are typed. Outputs `{train,eval,test}/data.parquet`, `schema.json`
-(features, label and what the train split says about them) and
-`statistics.json` (per split, per column).
+(features, label and what the train split says about them),
+`statistics.json` (per split, per column) and, when the recipe's
+`data.bad_rows_policy` set rows aside, `rejected_rows.csv` (where and why).
 """
 
 from __future__ import annotations
@@ -49,10 +50,15 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
+    from data.sources import apply_bad_rows_policy
     from tasks import get_task
 
     task = get_task(config.task)
     raw, splits = task.read_splits(config.data, config.seed)
+    data = config.data
+    set_aside = apply_bad_rows_policy(
+        raw.rejected, sum(len(f) for f in splits.values()), data.bad_rows_policy, data.max_bad_rows_fraction
+    )
     empty = [name for name, frame in splits.items() if frame.empty]
     if empty:
         raise ValueError(f"{config.data.source}: split(s) {empty} are empty; the source has {len(raw.frame)} rows.")
@@ -62,6 +68,9 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     for name, frame in splits.items():
         (output / name).mkdir()
         pq.write_table(task.to_arrow(frame, schema), output / name / "data.parquet")
+    if set_aside:
+        raw.rejected.to_csv(output / "rejected_rows.csv", index=False)
+        mlflow.log_artifact(str(output / "rejected_rows.csv"))
     (output / "schema.json").write_text(json.dumps(schema, indent=2))
     (output / "statistics.json").write_text(json.dumps(statistics, indent=2))
 
@@ -71,5 +80,5 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     mlflow.log_artifact(str(output / "schema.json"))
     mlflow.log_artifact(str(output / "statistics.json"))
     row_counts = {name: len(frame) for name, frame in splits.items()}
-    mlflow.log_metrics({f"rows_{name}": n for name, n in row_counts.items()})
-    return {"row_counts": row_counts}
+    mlflow.log_metrics({**{f"rows_{name}": n for name, n in row_counts.items()}, "rows_rejected": set_aside})
+    return {"row_counts": row_counts, "rows_rejected": set_aside}

@@ -6,13 +6,19 @@ local builder registered by importing `data.tfds_builders`; all splits
 unless one is named), and paths to data files, read by their suffix (see
 `READERS`). Column names are normalised to snake_case identifiers so they
 can name model inputs and MLflow signature columns.
+
+Rows that cannot be examples are set aside in `RawData.rejected`, each with
+where it is and why: CSV lines with the wrong number of fields, a number
+that does not parse in a column that is otherwise numeric, an infinite
+value, a missing label. The ingest component applies the recipe's
+`data.bad_rows_policy` to them.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,14 @@ class SourceError(ValueError):
     """A source that cannot be read, with the file, row or column at fault."""
 
 
+REJECTED_COLUMNS = ["source", "row", "column", "value", "reason"]
+
+
+def rejected_rows(records: list[dict] | None = None) -> pd.DataFrame:
+    """Rejected rows, one problem each; `row` is a CSV's row number (the header is row 1), else the position from 0."""
+    return pd.DataFrame(records or [], columns=REJECTED_COLUMNS)
+
+
 @dataclass(frozen=True)
 class RawData:
     frame: pd.DataFrame
@@ -33,6 +47,7 @@ class RawData:
     origin: str
     renamed: dict[str, str]
     path: str | None = None
+    rejected: pd.DataFrame = field(default_factory=rejected_rows)
 
 
 def column_name(name: str) -> str:
@@ -69,13 +84,36 @@ def _read_sklearn(name: str) -> tuple[pd.DataFrame, str]:
     return frame, label
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A CSV file (UTF-8, header first) → its rows indexed by file row, and the lines of the wrong width."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    bad = []
+
+    def invalid_row(row) -> str:
+        reason = f"{row.actual_columns} fields where the header has {row.expected_columns}"
+        bad.append({"source": str(path), "row": row.number, "column": None, "value": row.text[:200], "reason": reason})
+        return "skip"
+
     try:
-        return pd.read_csv(path, on_bad_lines="error", skipinitialspace=True)
-    except pd.errors.ParserError as e:
+        table = csv.read_csv(
+            path,
+            read_options=csv.ReadOptions(use_threads=False),  # single-threaded parsing reports row numbers
+            parse_options=csv.ParseOptions(invalid_row_handler=invalid_row, newlines_in_values=True),
+            convert_options=csv.ConvertOptions(strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as e:
+        if "UTF8" in str(e) or "utf8" in str(e) or "UTF-8" in str(e):
+            raise SourceError(f"{path}: not valid UTF-8 ({e}); re-encode the file as UTF-8.") from None
         raise SourceError(f"{path}: malformed CSV: {e}") from None
-    except UnicodeDecodeError as e:
-        raise SourceError(f"{path}: not UTF-8 at byte {e.start}; re-encode the file as UTF-8.") from None
+    frame = table.to_pandas()
+    skipped = sorted(b["row"] for b in bad)
+    rows = np.arange(2, len(frame) + 2)  # the header is row 1
+    for number in skipped:  # each skipped line shifts the rows after it
+        rows[rows >= number] += 1
+    frame.index = rows
+    return frame, rejected_rows(bad)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -155,7 +193,7 @@ def _read_tfds(spec: str, data_dir: str | None) -> tuple[pd.DataFrame, str]:
 def read_source(source: str, label: str | None = None, tfds_data_dir: str | None = None) -> RawData:
     """Reads `source` into a DataFrame with normalised column names and its label column."""
     kind, _, rest = source.partition(":")
-    path = None
+    path, rejected = None, rejected_rows()
     if kind == "sklearn":
         frame, default_label = _read_sklearn(rest)
     elif kind == "tfds":
@@ -166,7 +204,8 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
             path = DATA_ROOT.parent / path
         if not path.is_file():
             raise SourceError(f"Data file {source} does not exist.")
-        frame = _reader(path)(path)
+        result = _reader(path)(path)
+        frame, rejected = result if isinstance(result, tuple) else (result, rejected)
         default_label = "label"
     frame, renamed = _normalise_columns(frame)
     label = column_name(label or default_label)
@@ -174,6 +213,72 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
         raise SourceError(
             f"{source}: label column {label!r} not found; columns are: {', '.join(frame.columns)}."
         )
-    if frame.empty:
+    if frame.empty and rejected.empty:
         raise SourceError(f"{source}: no rows.")
-    return RawData(frame=frame, label=label, origin=source, renamed=renamed, path=str(path) if path else None)
+    frame, found = check_rows(frame, label, str(path or source))
+    rejected = pd.concat([rejected, found], ignore_index=True) if len(found) else rejected
+    return RawData(frame=frame, label=label, origin=source, renamed=renamed, path=str(path) if path else None,
+                   rejected=rejected)
+
+
+def check_rows(frame: pd.DataFrame, label: str, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sets aside rows with a missing label, an unparsable number or an infinite value.
+
+    A text column most of whose values parse as numbers is taken for a
+    numeric column with typos: it becomes numeric, and the rows whose value
+    does not parse are rejected. Missing feature values stay (tasks fill
+    them); infinite ones are rejected, since no statistic survives them.
+    Returns the good rows, renumbered from 0, and the rejected problems.
+    """
+    problems = []
+
+    def reject(mask: pd.Series, column: str, reason: str) -> None:
+        for row, value in frame.loc[mask, column].items():
+            problems.append({"source": where, "row": int(row), "column": column, "value": str(value)[:200],
+                             "reason": reason})
+
+    reject(frame[label].isna(), label, "missing label")
+    for name in frame.columns.drop(label):
+        column = frame[name]
+        if pd.api.types.infer_dtype(column, skipna=True) == "string":
+            numbers = pd.to_numeric(column, errors="coerce")
+            unparsable = numbers.isna() & column.notna()
+            if 0 < unparsable.sum() < column.notna().sum() / 2:
+                reject(unparsable, name, "not a number, in a numeric column")
+                frame[name] = column = numbers
+        if pd.api.types.is_float_dtype(column):
+            infinite = np.isinf(column.to_numpy(dtype="float64", na_value=np.nan))
+            reject(pd.Series(infinite, index=frame.index), name, "infinite value")
+    rejected = rejected_rows(problems)
+    bad_rows = frame.index.isin(rejected["row"])
+    return frame.loc[~bad_rows].reset_index(drop=True), rejected
+
+
+def bad_rows_summary(rejected: pd.DataFrame, shown: int = 5) -> str:
+    """The first rejected rows, one line each, as an error message lists them."""
+    lines = []
+    for problem in rejected.head(shown).itertuples():
+        column = f", column {problem.column!r}" if isinstance(problem.column, str) else ""
+        lines.append(f"  {problem.source} row {problem.row}{column}: {problem.reason} ({problem.value!r})")
+    more = len(rejected) - shown
+    return "\n".join(lines + ([f"  … and {more} more"] if more > 0 else []))
+
+
+def apply_bad_rows_policy(rejected: pd.DataFrame, good_rows: int, policy: str, max_fraction: float) -> int:
+    """Raises unless `policy` lets the rejected rows be set aside; returns how many rows are set aside."""
+    bad_rows = len(rejected.drop_duplicates(["source", "row"]))
+    if not bad_rows:
+        return 0
+    fraction = bad_rows / (bad_rows + good_rows)
+    summary = bad_rows_summary(rejected)
+    if policy == "fail":
+        raise SourceError(
+            f"{bad_rows} row(s) cannot be used:\n{summary}\nFix them, or set data.bad_rows_policy: quarantine "
+            f"to set such rows aside (up to data.max_bad_rows_fraction = {max_fraction:g} of the rows)."
+        )
+    if fraction > max_fraction:
+        raise SourceError(
+            f"{bad_rows} of {bad_rows + good_rows} rows ({fraction:.1%}) cannot be used, more than "
+            f"data.max_bad_rows_fraction = {max_fraction:g}:\n{summary}\nFix the data, or raise the fraction."
+        )
+    return bad_rows

@@ -138,8 +138,9 @@ class ArtifactStore:
     ) -> Iterator[Path]:
         """Yields a staging directory; on success publishes it with its manifest.
 
-        A failed build leaves its staging directory for `resume=True`
-        components (training checkpoints, tuner state) and never a manifest.
+        A failed build never leaves a manifest; it keeps its staging
+        directory only for `resume=True` components (training checkpoints,
+        tuner state), and a killed one's is cleared by the next build.
         A lock keeps two processes from building the same artifact at once.
         """
         final = self.path(component, fp)
@@ -150,7 +151,12 @@ class ArtifactStore:
             if not resume and staging.exists():
                 shutil.rmtree(staging)
             staging.mkdir(exist_ok=True)
-            yield staging
+            try:
+                yield staging
+            except BaseException:
+                if not resume:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
             manifest = {
                 **manifest,
                 "component": component,

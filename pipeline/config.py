@@ -44,9 +44,15 @@ class DataConfig(Section):
 
     `source` is `sklearn:<name>` (a bundled scikit-learn dataset),
     `tfds:<name>[:<version>]` (a TensorFlow Datasets catalog name, or a
-    builder in `data/tfds_builders.py` over a shipped file), or a path to a
+    builder in `data/tfds_builders/` over a shipped file), or a path to a
     data file relative to the checkout. `test_source`, when set, is the
     dataset's own test set; `source` is then split into train and eval only.
+
+    Rows that cannot be examples (a CSV line of the wrong width, a number
+    that does not parse, an infinite value, a missing label) fail the ingest
+    under `bad_rows_policy: fail`; under `quarantine` they are set aside in
+    the artifact's `rejected_rows.csv` with the reason, unless they are more
+    than `max_bad_rows_fraction` of the rows read.
     """
 
     source: str
@@ -54,6 +60,8 @@ class DataConfig(Section):
     label: str | None = None
     split: SplitConfig = SplitConfig()
     tfds_data_dir: str | None = None
+    bad_rows_policy: Literal["fail", "quarantine"] = "fail"
+    max_bad_rows_fraction: float = Field(0.01, ge=0, le=1)
 
 
 class TabularClassification(Section):

@@ -12,7 +12,7 @@ plots judge it. A new dataset of a known task type is then a recipe only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,7 +67,7 @@ class Task:
         fractions = data.split.train + data.split.eval
         splits = self.split(raw, data.split.train / fractions, data.split.eval / fractions, 0.0, seed)
         splits["test"] = test.frame[raw.frame.columns]
-        return raw, splits
+        return replace(raw, rejected=pd.concat([raw.rejected, test.rejected], ignore_index=True)), splits
 
     def split(self, raw: RawData, train: float, eval: float, test: float, seed: int) -> dict[str, pd.DataFrame]:
         """Random split, stratified on the label; the same seed always gives the same rows."""

@@ -22,6 +22,7 @@ raw strings.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -178,7 +179,7 @@ class TextClassification(ClassificationTask):
             raise SourceError(f"{raw.origin}: task.text_column {self.text!r} is also the label column.")
         frame = raw.frame.copy()
         frame[self.text] = check_texts(frame[self.text].tolist(), raw.origin, self.text)
-        return RawData(frame=frame, label=raw.label, origin=raw.origin, renamed=raw.renamed, path=raw.path)
+        return replace(raw, frame=frame)
 
     def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
         return {

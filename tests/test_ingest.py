@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -46,11 +47,59 @@ def test_penguins_csv_keeps_missing_values_and_categoricals(tmp_path, local_mlfl
     assert missing == 11  # the NA values of the source file
 
 
-def test_malformed_csv_names_the_file_and_line(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("a,b,label\n1,2,x\n3,4,y,5\n")
-    with pytest.raises(SourceError, match=r"bad.csv: malformed CSV: .*line 3"):
-        read_source(str(bad))
+def _with(fields: list[str], index: int, value: str) -> list[str]:
+    return fields[:index] + [value] + fields[index + 1:]
+
+
+@pytest.fixture
+def damaged_penguins(tmp_path):
+    """The penguins CSV with four bad rows among its 344: too wide, a typo, an overflow, no label."""
+    lines = (Path(__file__).resolve().parents[1] / "data" / "penguins" / "penguins.csv").read_text().splitlines()
+    lines[10] += ",extra"
+    lines[20] = ",".join(_with(lines[20].split(","), 2, "3x.9"))
+    lines[30] = ",".join(_with(lines[30].split(","), 5, "1e999"))
+    lines[40] = "," + lines[40].split(",", 1)[1]
+    path = tmp_path / "penguins.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_rows_are_named_by_file_row_column_and_reason(damaged_penguins):
+    raw = read_source(str(damaged_penguins), label="species")
+    assert len(raw.frame) == 340
+    problems = {(p.row, p.column, p.reason) for p in raw.rejected.itertuples()}
+    assert problems == {
+        (11, None, "9 fields where the header has 8"),
+        (21, "bill_length_mm", "not a number, in a numeric column"),
+        (31, "body_mass_g", "infinite value"),
+        (41, "species", "missing label"),
+    }
+
+
+def test_bad_rows_fail_the_ingest_by_default_and_nothing_is_written(damaged_penguins, tmp_path, local_mlflow):
+    from pipeline.runner import run_pipeline
+
+    config = config_for("penguins_mlp", output_dir=str(tmp_path / "out"), **{"data.source": str(damaged_penguins)})
+    with pytest.raises(SourceError, match=r"(?s)4 row\(s\) cannot be used:.*penguins.csv row 21, column "
+                                          r"'bill_length_mm': not a number.*'3x\..*data.bad_rows_policy: quarantine"):
+        run_pipeline(config, ["ingest"])
+    assert [p.name for p in (tmp_path / "out" / "ingest").iterdir() if not p.name.startswith(".lock")] == []
+
+
+def test_quarantine_sets_bad_rows_aside_up_to_the_allowed_fraction(damaged_penguins, tmp_path, local_mlflow):
+    import mlflow
+
+    overrides = {"data.source": str(damaged_penguins), "data.bad_rows_policy": "quarantine"}
+    with pytest.raises(SourceError, match=r"4 of 344 rows \(1.2%\) cannot be used, more than "
+                                          r"data.max_bad_rows_fraction = 0.01"):
+        run_component("ingest", config_for("penguins_mlp", **overrides), {}, tmp_path / "strict")
+    config = config_for("penguins_mlp", **overrides, **{"data.max_bad_rows_fraction": 0.02})
+    summary = run_component("ingest", config, {}, tmp_path / "lenient")
+    assert summary["rows_rejected"] == 4 and sum(summary["row_counts"].values()) == 340
+    rejected = pd.read_csv(tmp_path / "lenient" / "rejected_rows.csv")
+    assert sorted(rejected["row"]) == [11, 21, 31, 41]
+    run = mlflow.search_runs(filter_string="attributes.run_name = 'ingest'").iloc[0]
+    assert run["metrics.rows_rejected"] == 4
 
 
 def test_missing_label_column_lists_the_columns(tmp_path):
