@@ -7,17 +7,40 @@ fails at load time with a message that names it and lists what is valid.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RECIPES_DIR = PROJECT_ROOT / "pipeline" / "recipes"
+ROOTS_ENV = "PIPELINE_DATA_ROOTS"
+SOURCE_SCHEMES = ("sklearn:", "tfds:")
 
 
 class ConfigError(ValueError):
     """A recipe or parameter the pipeline cannot run with."""
+
+
+def allowed_roots() -> list[Path]:
+    """The checkout, then the directories listed in `$PIPELINE_DATA_ROOTS` (separated like `$PATH`)."""
+    extra = os.environ.get(ROOTS_ENV, "").split(os.pathsep)
+    return [PROJECT_ROOT, *(Path(p).resolve() for p in extra if p)]
+
+
+def inside_roots(path: str | Path, what: str) -> Path:
+    """`path` (relative to the checkout), resolved through links; an error when it leaves the allowed roots."""
+    resolved = (PROJECT_ROOT / path).resolve()
+    roots = allowed_roots()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise ConfigError(
+            f"{what} {str(path)!r} resolves to {resolved}, outside the allowed roots "
+            f"({', '.join(map(str, roots))}); add its directory to ${ROOTS_ENV} to allow it."
+        )
+    return resolved
 
 
 class Section(BaseModel):
@@ -62,6 +85,16 @@ class DataConfig(Section):
     tfds_data_dir: str | None = None
     bad_rows_policy: Literal["fail", "quarantine"] = "fail"
     max_bad_rows_fraction: float = Field(0.01, ge=0, le=1)
+
+    @field_validator("source", "test_source")
+    @classmethod
+    def _inside_roots(cls, source: str | None, info) -> str | None:
+        if source is not None and not source.startswith(SOURCE_SCHEMES):
+            try:
+                inside_roots(source, f"data.{info.field_name}")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return source
 
 
 class TabularClassification(Section):
@@ -279,12 +312,12 @@ def list_recipes() -> list[str]:
 def recipe_path(recipe: str) -> Path:
     """A recipe name from `pipeline/recipes/`, or a path to a YAML file."""
     if recipe.endswith((".yaml", ".yml")):
-        path = Path(recipe)
+        path = inside_roots(Path(recipe).absolute(), "Recipe file")
         if not path.is_file():
             raise ConfigError(f"Recipe file {recipe} does not exist.")
         return path
     path = RECIPES_DIR / f"{recipe}.yaml"
-    if not path.is_file():
+    if not re.fullmatch(r"[\w-]+", recipe) or not path.is_file():
         close = difflib.get_close_matches(recipe, list_recipes(), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(

@@ -20,6 +20,16 @@ def _seed():
     keras.backend.clear_session()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_roots(tmp_path_factory):
+    """Recipes and data files the tests write under pytest's temporary directory are inside the allowed roots."""
+    from pipeline.config import ROOTS_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(ROOTS_ENV, str(tmp_path_factory.getbasetemp()))
+        yield
+
+
 @pytest.fixture(scope="session")
 def iris():
     """Iris as standardised float32 features and integer labels (real data, 150 rows)."""

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import ConfigError, list_recipes, load_config
@@ -48,3 +51,28 @@ def test_unknown_task_option_lists_that_task_type_options(tmp_path):
 def test_model_without_a_head_for_the_task_names_models_that_have_one():
     with pytest.raises(ConfigError, match=r"'transformer' has no classification head .* models that do: .*mlp"):
         load_config("iris_mlp", {"model": "transformer"})
+
+
+def test_recipe_and_data_paths_cannot_leave_the_allowed_roots(tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("a,label\n1,x\n")
+    (outside / "r.yaml").write_text(f"data: {{source: {outside / 'secret.csv'}}}\n")
+    link = Path(__file__).resolve().parents[1] / "data" / "link-to-outside.csv"
+    monkeypatch.setenv("PIPELINE_DATA_ROOTS", str(tmp_path / "elsewhere"))
+    with pytest.raises(ConfigError, match=r"Recipe file .*r.yaml' resolves to .*outside the allowed roots .*"
+                                          r"add its directory to \$PIPELINE_DATA_ROOTS"):
+        load_config(str(outside / "r.yaml"))
+    escaping = os.path.relpath(outside / "secret.csv", link.parents[1])  # ../../…/secret.csv
+    with pytest.raises(ConfigError, match=r"data.source '\.\./.*secret.csv' resolves to .*outside the allowed"):
+        load_config("iris_mlp", {"data.source": escaping})
+    with pytest.raises(ConfigError, match=r"Unknown recipe '\.\./\.\./etc/passwd'"):
+        load_config("../../etc/passwd")
+    try:
+        link.symlink_to(outside / "secret.csv")
+        with pytest.raises(ConfigError, match=r"data.test_source 'data/link-to-outside.csv' resolves to .*secret.csv"):
+            load_config("iris_mlp", {"data.test_source": "data/link-to-outside.csv"})
+    finally:
+        link.unlink()
+    monkeypatch.setenv("PIPELINE_DATA_ROOTS", str(outside))
+    assert load_config(str(outside / "r.yaml")).data.source.endswith("secret.csv")
