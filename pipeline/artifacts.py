@@ -101,6 +101,24 @@ class ArtifactStore:
     def path(self, component: str, fp: str) -> Path:
         return self.root / component / fp[:16]
 
+    def staging(self, component: str, fp: str) -> Path:
+        final = self.path(component, fp)
+        return final.with_name(f".staging-{final.name}")
+
+    def _run_id_file(self, component: str, fp: str) -> Path:
+        return self.staging(component, fp).with_suffix(".mlflow_run_id")
+
+    def staged_run_id(self, component: str, fp: str) -> str | None:
+        """The MLflow run of an unfinished build that left its staging directory to resume from."""
+        file = self._run_id_file(component, fp)
+        if not (file.is_file() and self.staging(component, fp).is_dir()):
+            return None
+        return file.read_text().strip() or None
+
+    def record_run_id(self, component: str, fp: str, run_id: str) -> None:
+        """Notes which MLflow run builds the artifact, so a resumed build continues that run."""
+        self._run_id_file(component, fp).write_text(run_id)
+
     def load(self, component: str, fp: str) -> Artifact | None:
         """The finished artifact for `fp`, or None; a damaged one is moved aside."""
         path = self.path(component, fp)
@@ -115,10 +133,7 @@ class ArtifactStore:
         if problem:
             quarantine = path.with_name(f"{path.name}.corrupt-{dt.datetime.now():%Y%m%d%H%M%S}")
             path.rename(quarantine)
-            raise ArtifactError(
-                f"{component} artifact {path} is damaged: {problem}. "
-                f"It was moved to {quarantine.name}; run again to rebuild it."
-            )
+            raise ArtifactError(f"{component} artifact {path} is damaged: {problem}; moved it aside to {quarantine.name}")
         return Artifact(path, manifest)
 
     @staticmethod
@@ -143,8 +158,7 @@ class ArtifactStore:
         tuner state), and a killed one's is cleared by the next build.
         A lock keeps two processes from building the same artifact at once.
         """
-        final = self.path(component, fp)
-        staging = final.with_name(f".staging-{final.name}")
+        final, staging = self.path(component, fp), self.staging(component, fp)
         staging.parent.mkdir(parents=True, exist_ok=True)
         with open(final.with_name(f".lock-{final.name}"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -156,6 +170,7 @@ class ArtifactStore:
             except BaseException:
                 if not resume:
                     shutil.rmtree(staging, ignore_errors=True)
+                    self._run_id_file(component, fp).unlink(missing_ok=True)
                 raise
             manifest = {
                 **manifest,
@@ -171,3 +186,4 @@ class ArtifactStore:
             if final.exists():
                 shutil.rmtree(final)
             os.rename(staging, final)
+            self._run_id_file(component, fp).unlink(missing_ok=True)

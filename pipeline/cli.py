@@ -102,10 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from components.callbacks import NonFiniteLossError
+    from data.sources import SourceError
+    from pipeline.artifacts import ArtifactError
     from pipeline.runner import run_pipeline
     from pipeline.tracking import ui_command
 
-    result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)
+    # Errors that explain themselves (the file, row, column or parameter at fault): no traceback.
+    explained = (SourceError, ArtifactError, NonFiniteLossError)
+
+    try:
+        result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)
+    except explained as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"\nMLflow run: {result.run_id}  ({result.tracking_uri})")
     for name, component in result.components.items():
         state = "cached" if component.cache_hit else "ran"

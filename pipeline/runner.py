@@ -3,7 +3,10 @@
 Order: ingest → preprocess → tune (when a tuner is set) → train → evaluate.
 Each component's fingerprint covers its config sections, its inputs'
 fingerprints, its code and the library versions; a match with a finished
-artifact is a cache hit, recorded as a nested run tagged `cache_hit=true`.
+artifact is a cache hit, recorded as a nested run tagged `cache_hit=true`;
+an artifact whose files no longer match its manifest is set aside and rebuilt.
+A resumable component killed mid-build (train, tune) continues its staging
+directory and its MLflow run; runs of killed pipelines are marked KILLED.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from typing import Any
 import mlflow
 
 from components.base import ComponentSpec
-from pipeline.artifacts import Artifact, ArtifactStore, code_digest, fingerprint
+from pipeline.artifacts import Artifact, ArtifactError, ArtifactStore, code_digest, fingerprint
 from pipeline.config import PipelineConfig
-from pipeline.tracking import configure, flatten
+from pipeline.tracking import close_abandoned_runs, configure, flatten, owner_tags
 
 log = logging.getLogger("pipeline")
 COMPONENTS = ("ingest", "preprocess", "tune", "train", "evaluate")
@@ -86,7 +89,9 @@ def run_pipeline(
     order = _upstream(components or active_components(config), config)
     store = ArtifactStore(config.output_dir)
     with mlflow.start_run(run_name=config.name, log_system_metrics=True) as parent:
-        mlflow.set_tags({"pipeline.recipe": config.name, "pipeline.components": ",".join(order)})
+        mlflow.set_tags({"pipeline.recipe": config.name, "pipeline.components": ",".join(order), **owner_tags()})
+        for run_id in close_abandoned_runs(parent.info.experiment_id, parent.info.run_id):
+            log.info("marked MLflow run %s KILLED: the pipeline that ran it is gone", run_id)
         mlflow.log_params(flatten(config.model_dump(mode="json"), "config."))
         result = PipelineResult(run_id=parent.info.run_id, tracking_uri=uri)
         for name in order:
@@ -94,6 +99,34 @@ def run_pipeline(
         if "evaluate" in result.components:
             mlflow.log_metrics({f"test_{k}": v for k, v in result.test_metrics.items()})
     return result
+
+
+def _load_or_set_aside(store: ArtifactStore, name: str, fp: str) -> Artifact | None:
+    """The finished artifact, or None to build it: also when its files no longer match its manifest."""
+    try:
+        return store.load(name, fp)
+    except ArtifactError as e:
+        log.warning("%s; rebuilding it", e)
+        mlflow.set_tag("rebuilt_damaged_artifact", str(e)[:500])
+        return None
+
+
+def component_run(name: str, resumed: str | None, parent_id: str):
+    """A nested MLflow run for a component: the one a killed build left, when it resumes that build.
+
+    Continuing the killed run keeps one run per artifact, with one metric
+    history (`BackupAndRestore` picks up at the epoch after the last one logged).
+    """
+    if resumed:
+        try:
+            run = mlflow.start_run(run_id=resumed, nested=True)
+        except mlflow.exceptions.MlflowException as e:
+            log.warning("%s: cannot continue MLflow run %s (%s); starting a new one", name, resumed, e)
+        else:
+            log.info("%s: resuming the unfinished build and its MLflow run %s", name, resumed)
+            mlflow.set_tags({"mlflow.parentRunId": parent_id, "resumed": "true"})
+            return run
+    return mlflow.start_run(run_name=name, nested=True)
 
 
 def _run_component(
@@ -106,9 +139,10 @@ def _run_component(
     section = component_config(spec, config)
     fp = fingerprint(name, section, {k: a.fingerprint for k, a in upstream.items()}, code_digest(list(spec.code)))
     start = time.perf_counter()
-    with mlflow.start_run(run_name=name, nested=True) as run:
+    resumed = store.staged_run_id(name, fp) if spec.resumable and not no_cache else None
+    with component_run(name, resumed, result.run_id) as run:
         mlflow.set_tags({"component": name, "fingerprint": fp})
-        artifact = None if no_cache else store.load(name, fp)
+        artifact = None if no_cache else _load_or_set_aside(store, name, fp)
         if artifact is not None:
             log.info("%s: reusing finished artifact %s", name, artifact.path)
             mlflow.set_tags({"cache_hit": "true", "cached_from_run": artifact.manifest.get("mlflow_run_id", "")})
@@ -118,6 +152,7 @@ def _run_component(
             manifest = {"config": section, "inputs": {k: a.fingerprint for k, a in upstream.items()},
                         "mlflow_run_id": run.info.run_id}
             with store.build(name, fp, manifest, resume=spec.resumable) as staging:
+                store.record_run_id(name, fp, run.info.run_id)
                 manifest["summary"] = module.run({k: a.path for k, a in upstream.items()}, staging, config)
             artifact = store.load(name, fp)
         seconds = time.perf_counter() - start

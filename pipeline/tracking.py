@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,42 @@ def configure(experiment: str) -> str:
     if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
     return uri
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process runs the pipeline, so a later run can tell when it was killed."""
+    return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def close_abandoned_runs(experiment_id: str, current_run_id: str) -> list[str]:
+    """Marks KILLED the runs of pipelines on this host whose process is gone, and their unfinished children.
+
+    A SIGKILL leaves its MLflow runs RUNNING forever; the next pipeline run
+    closes them, except the children a resumed build continues (they are
+    set RUNNING again when resumed). Returns the closed run ids.
+    """
+    client = mlflow.MlflowClient()
+    running = "attributes.status = 'RUNNING'"
+    owners = client.search_runs([experiment_id], f"{running} and tags.`pipeline.host` = '{socket.gethostname()}'")
+    closed, pending = [], [r.info.run_id for r in owners if r.info.run_id != current_run_id
+                           and not _alive(int(r.data.tags.get("pipeline.pid", "0") or 0))]
+    while pending:
+        run_id = pending.pop()
+        client.set_terminated(run_id, status="KILLED")
+        closed.append(run_id)
+        children = client.search_runs([experiment_id], f"{running} and tags.mlflow.parentRunId = '{run_id}'")
+        pending.extend(c.info.run_id for c in children)
+    return closed
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

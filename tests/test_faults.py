@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -44,3 +47,73 @@ def test_the_train_component_fails_on_a_diverging_loss_and_publishes_nothing(tmp
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, batch \d+ \(step \d+\)"):
         run_pipeline(config, ["train"])
     assert not list((tmp_path / "artifacts" / "train").glob("*/manifest.json"))
+
+
+@pytest.mark.slow
+def test_sigkill_in_each_component_then_the_same_command_finishes_the_work_once(tmp_path):
+    """Killed in ingest, preprocess, tune and train in turn; the fifth run finishes and MLflow stays tidy."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "kills"}
+    args = ["run", "--recipe", "iris_mlp", "--output-dir", str(tmp_path / "artifacts"), "--epochs", "8",
+            "--tuner", "random", "--max-trials", "3", "--set", "tune.epochs=4",
+            "--set", "train.early_stopping_patience=20"]
+    for point in ("ingest", "preprocess", "tune", "train"):
+        killed = subprocess.run([sys.executable, str(root / "tests" / "kill_driver.py"), point, *args],
+                                cwd=root, env=env, capture_output=True, text=True)
+        assert killed.returncode == -9, (point, killed.stderr[-2000:])
+    finished = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=root, env=env,
+                              capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("kills").experiment_id
+    runs = client.search_runs([experiment], max_results=500)
+    parents = sorted((r for r in runs if r.info.run_name == "iris_mlp"), key=lambda r: r.info.start_time)
+    assert [r.info.status for r in parents] == ["KILLED"] * 4 + ["FINISHED"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+    built = {name: [r for r in runs if r.info.run_name == name and r.data.tags.get("cache_hit") == "false"]
+             for name in ("ingest", "preprocess", "tune", "train", "evaluate")}
+    # A killed ingest or preprocess starts over: its attempt stays as a KILLED run.
+    assert sorted(r.info.status for r in built["ingest"]) == ["FINISHED", "KILLED"]
+    assert sorted(r.info.status for r in built["preprocess"]) == ["FINISHED", "KILLED"]
+    # A killed tune or train resumes: one run each, continued by a later pipeline run.
+    for name in ("tune", "train"):
+        (run,) = built[name]
+        assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "true"
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{built['tune'][0].info.run_id}'")
+    assert sorted(t.data.tags["trial_id"] for t in trials) == ["0", "1", "2"]
+    steps = [m.step for m in client.get_metric_history(built["train"][0].info.run_id, "loss")]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 7  # epochs 1–8, none twice
+    assert {r.data.tags.get("cache_hit") for r in runs if r.data.tags.get("mlflow.parentRunId") ==
+            parents[-1].info.run_id and r.info.run_name in ("ingest", "preprocess")} == {"true"}
+    assert not list((tmp_path / "artifacts").glob("*/.staging-*"))
+
+
+def test_a_damaged_or_incomplete_artifact_is_detected_by_its_manifest_and_rebuilt(tmp_path):
+    import mlflow
+
+    from pipeline.runner import run_pipeline
+
+    use_mlflow_store(tmp_path)
+    config = config_for(tuner="none", output_dir=str(tmp_path / "artifacts"))
+    first = run_pipeline(config, ["preprocess"])
+    ingest, preprocess = (first.components[n].artifact for n in ("ingest", "preprocess"))
+    (ingest.path / "train" / "data.parquet").write_bytes(b"PAR1 truncated")
+    (preprocess.path / "transform" / "transform.json").unlink()
+    second = run_pipeline(config, ["preprocess"])
+    reasons = {"ingest": "file train/data.parquet does not match its manifest digest",
+               "preprocess": "missing file transform/transform.json"}
+    for name, before in (("ingest", ingest), ("preprocess", preprocess)):
+        result = second.components[name]
+        assert not result.cache_hit and result.artifact.path == before.path
+        assert result.artifact.manifest["files"] == before.manifest["files"]  # rebuilt to the same bytes
+        assert len(list(before.path.parent.glob(f"{before.path.name}.corrupt-*"))) == 1
+        assert reasons[name] in mlflow.get_run(result.run_id).data.tags["rebuilt_damaged_artifact"]
