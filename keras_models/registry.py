@@ -91,8 +91,33 @@ def list_models() -> list[ModelEntry]:
     return sorted(_REGISTRY.values(), key=lambda e: (e.family, e.name))
 
 
+RATES = ("dropout", "momentum")  # hyperparameters named so are fractions in [0, 1)
+
+
+def _range_problem(key: str, value: Any, default: Any) -> str | None:
+    """What is wrong with `value` for a hyperparameter whose default is `default`, judged by type and name.
+
+    Integers (sizes, counts, depths) are at least 1; floats named like a
+    rate lie in [0, 1), other floats (penalties, widths) are not negative;
+    flags are booleans. Choices among strings are left to the builder.
+    """
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expected true or false"
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "expected a whole number"
+        return None if value >= 1 else "expected 1 or more"
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "expected a number"
+        if any(word in key for word in RATES):
+            return None if 0 <= value < 1 else "expected a fraction in [0, 1)"
+        return None if value >= 0 else "expected 0 or more"
+    return None
+
+
 def check_hparams(name: str, hparams: dict[str, Any]) -> None:
-    """Rejects hyperparameters the builder does not take, naming the valid ones."""
+    """Rejects hyperparameters the builder does not take, naming the valid ones, and values out of range."""
     entry = get_entry(name)
     unknown = sorted(set(hparams) - set(entry.defaults))
     if unknown:
@@ -100,6 +125,10 @@ def check_hparams(name: str, hparams: dict[str, Any]) -> None:
             f"Unknown hyperparameter(s) {unknown} for model {name!r}. "
             f"Valid: {', '.join(sorted(entry.defaults)) or '(none)'}."
         )
+    for key, value in hparams.items():
+        problem = _range_problem(key, value, entry.defaults[key])
+        if problem:
+            raise ValueError(f"Hyperparameter {key}={value!r} is out of range for model {name!r}: {problem}.")
 
 
 def build_model(
