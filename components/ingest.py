@@ -50,7 +50,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
-    from data.sources import apply_bad_rows_policy
+    from data.sources import SourceError, apply_bad_rows_policy
     from tasks import get_task
 
     task = get_task(config.task)
@@ -61,7 +61,11 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     )
     empty = [name for name, frame in splits.items() if frame.empty]
     if empty:
-        raise ValueError(f"{config.data.source}: split(s) {empty} are empty; the source has {len(raw.frame)} rows.")
+        aside = f", after setting {set_aside} bad row(s) aside" if set_aside else ""
+        raise SourceError(
+            f"{data.source}: split(s) {empty} are empty{aside}; the source has {len(raw.frame)} usable rows. "
+            "Use more data, or change data.split."
+        )
     schema = task.schema(splits["train"], raw)
     schema["source"] = {"origin": raw.origin, "renamed_columns": raw.renamed}
     statistics = {name: column_statistics(frame) for name, frame in splits.items()}

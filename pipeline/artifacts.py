@@ -148,42 +148,48 @@ class ArtifactStore:
         return None
 
     @contextlib.contextmanager
+    def lock(self, component: str, fp: str) -> Iterator[None]:
+        """An exclusive lock on one artifact across processes: check, build and publish under it."""
+        final = self.path(component, fp)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.with_name(f".lock-{final.name}"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
     def build(
         self, component: str, fp: str, manifest: dict[str, Any], *, resume: bool
     ) -> Iterator[Path]:
-        """Yields a staging directory; on success publishes it with its manifest.
+        """Yields a staging directory; on success publishes it with its manifest. Call it under `lock`.
 
         A failed build never leaves a manifest; it keeps its staging
         directory only for `resume=True` components (training checkpoints,
         tuner state), and a killed one's is cleared by the next build.
-        A lock keeps two processes from building the same artifact at once.
         """
         final, staging = self.path(component, fp), self.staging(component, fp)
         staging.parent.mkdir(parents=True, exist_ok=True)
-        with open(final.with_name(f".lock-{final.name}"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not resume and staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(exist_ok=True)
-            try:
-                yield staging
-            except BaseException:
-                if not resume:
-                    shutil.rmtree(staging, ignore_errors=True)
-                    self._run_id_file(component, fp).unlink(missing_ok=True)
-                raise
-            manifest = {
-                **manifest,
-                "component": component,
-                "fingerprint": fp,
-                "versions": library_versions(),
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "files": _list_files(staging),
-            }
-            tmp = staging / f".{MANIFEST}.tmp"
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-            os.replace(tmp, staging / MANIFEST)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(staging, final)
-            self._run_id_file(component, fp).unlink(missing_ok=True)
+        if not resume and staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(exist_ok=True)
+        try:
+            yield staging
+        except BaseException:
+            if not resume:
+                shutil.rmtree(staging, ignore_errors=True)
+                self._run_id_file(component, fp).unlink(missing_ok=True)
+            raise
+        manifest = {
+            **manifest,
+            "component": component,
+            "fingerprint": fp,
+            "versions": library_versions(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "files": _list_files(staging),
+        }
+        tmp = staging / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        os.replace(tmp, staging / MANIFEST)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        self._run_id_file(component, fp).unlink(missing_ok=True)

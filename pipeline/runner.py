@@ -101,14 +101,13 @@ def run_pipeline(
     return result
 
 
-def _load_or_set_aside(store: ArtifactStore, name: str, fp: str) -> Artifact | None:
-    """The finished artifact, or None to build it: also when its files no longer match its manifest."""
+def _load_or_set_aside(store: ArtifactStore, name: str, fp: str) -> tuple[Artifact | None, str | None]:
+    """The finished artifact, or None to build it, also when its files no longer match its manifest (why)."""
     try:
-        return store.load(name, fp)
+        return store.load(name, fp), None
     except ArtifactError as e:
         log.warning("%s; rebuilding it", e)
-        mlflow.set_tag("rebuilt_damaged_artifact", str(e)[:500])
-        return None
+        return None, str(e)
 
 
 def component_run(name: str, resumed: str | None, parent_id: str):
@@ -139,23 +138,27 @@ def _run_component(
     section = component_config(spec, config)
     fp = fingerprint(name, section, {k: a.fingerprint for k, a in upstream.items()}, code_digest(list(spec.code)))
     start = time.perf_counter()
-    resumed = store.staged_run_id(name, fp) if spec.resumable and not no_cache else None
-    with component_run(name, resumed, result.run_id) as run:
-        mlflow.set_tags({"component": name, "fingerprint": fp})
-        artifact = None if no_cache else _load_or_set_aside(store, name, fp)
-        if artifact is not None:
-            log.info("%s: reusing finished artifact %s", name, artifact.path)
-            mlflow.set_tags({"cache_hit": "true", "cached_from_run": artifact.manifest.get("mlflow_run_id", "")})
-        else:
-            log.info("%s: running", name)
-            mlflow.set_tag("cache_hit", "false")
-            manifest = {"config": section, "inputs": {k: a.fingerprint for k, a in upstream.items()},
-                        "mlflow_run_id": run.info.run_id}
-            with store.build(name, fp, manifest, resume=spec.resumable) as staging:
-                store.record_run_id(name, fp, run.info.run_id)
-                manifest["summary"] = module.run({k: a.path for k, a in upstream.items()}, staging, config)
-            artifact = store.load(name, fp)
-        seconds = time.perf_counter() - start
-        mlflow.log_metric("component_seconds", seconds)
-        mlflow.set_tag("artifact", str(artifact.path))
+    # Under the artifact's lock, a second pipeline waits for a build in progress and then reuses it.
+    with store.lock(name, fp):
+        artifact, damage = (None, None) if no_cache else _load_or_set_aside(store, name, fp)
+        resumed = store.staged_run_id(name, fp) if artifact is None and spec.resumable and not no_cache else None
+        with component_run(name, resumed, result.run_id) as run:
+            mlflow.set_tags({"component": name, "fingerprint": fp})
+            if damage:
+                mlflow.set_tag("rebuilt_damaged_artifact", damage[:500])
+            if artifact is not None:
+                log.info("%s: reusing finished artifact %s", name, artifact.path)
+                mlflow.set_tags({"cache_hit": "true", "cached_from_run": artifact.manifest.get("mlflow_run_id", "")})
+            else:
+                log.info("%s: running", name)
+                mlflow.set_tag("cache_hit", "false")
+                manifest = {"config": section, "inputs": {k: a.fingerprint for k, a in upstream.items()},
+                            "mlflow_run_id": run.info.run_id}
+                with store.build(name, fp, manifest, resume=spec.resumable) as staging:
+                    store.record_run_id(name, fp, run.info.run_id)
+                    manifest["summary"] = module.run({k: a.path for k, a in upstream.items()}, staging, config)
+                artifact = store.load(name, fp)
+            seconds = time.perf_counter() - start
+            mlflow.log_metric("component_seconds", seconds)
+            mlflow.set_tag("artifact", str(artifact.path))
     return ComponentResult(name, artifact, artifact.manifest["mlflow_run_id"] != run.info.run_id, run.info.run_id, seconds)

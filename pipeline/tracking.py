@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -21,11 +22,26 @@ def configure(experiment: str) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        _initialise_sqlite_store(uri)
     # Per-epoch metrics are queued and flushed by a background thread, off the training loop.
     mlflow.config.enable_async_logging(True)
     if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
     return uri
+
+
+def _initialise_sqlite_store(uri: str) -> None:
+    """Creates or migrates a SQLite store under a file lock.
+
+    Two pipelines started at once on a fresh store would otherwise both run
+    MLflow's schema migrations, and one fails on a column the other added.
+    """
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
 
 
 def owner_tags() -> dict[str, str]:

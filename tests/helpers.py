@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from pipeline.config import PipelineConfig, load_config
@@ -40,3 +45,44 @@ def use_mlflow_store(directory: Path) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("tests")
     return uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_server_command(root: Path, port: int, *extra: str) -> list[str]:
+    """An MLflow tracking server on 127.0.0.1 with its SQLite store and artifacts under `root`."""
+    return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *extra]
+
+
+def start_mlflow_server(command: list[str], log: Path, timeout: float = 300) -> subprocess.Popen:
+    """Starts the server in its own process group and waits until `/health` answers."""
+    port = command[command.index("--port") + 1]
+    process = subprocess.Popen(command, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return process
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                stop_mlflow_server(process)
+                raise RuntimeError(f"mlflow server did not start: {log.read_text()[-2000:]}") from None
+            time.sleep(1)
+
+
+def stop_mlflow_server(process: subprocess.Popen) -> None:
+    """Stops the server and its workers (its whole process group)."""
+    import os
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    process.wait(30)

@@ -64,7 +64,7 @@ def test_sigkill_in_each_component_then_the_same_command_finishes_the_work_once(
             "--tuner", "random", "--max-trials", "3", "--set", "tune.epochs=4",
             "--set", "train.early_stopping_patience=20"]
     for point in ("ingest", "preprocess", "tune", "train"):
-        killed = subprocess.run([sys.executable, str(root / "tests" / "kill_driver.py"), point, *args],
+        killed = subprocess.run([sys.executable, str(root / "tests" / "fault_driver.py"), point, *args],
                                 cwd=root, env=env, capture_output=True, text=True)
         assert killed.returncode == -9, (point, killed.stderr[-2000:])
     finished = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=root, env=env,
@@ -117,3 +117,81 @@ def test_a_damaged_or_incomplete_artifact_is_detected_by_its_manifest_and_rebuil
         assert result.artifact.manifest["files"] == before.manifest["files"]  # rebuilt to the same bytes
         assert len(list(before.path.parent.glob(f"{before.path.name}.corrupt-*"))) == 1
         assert reasons[name] in mlflow.get_run(result.run_id).data.tags["rebuilt_damaged_artifact"]
+
+
+@pytest.mark.slow
+def test_two_pipelines_started_at_once_share_finished_work_and_keep_their_own_runs(tmp_path):
+    import subprocess
+    import sys
+
+    import mlflow
+
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "together"}
+    common = ["--output-dir", str(tmp_path / "artifacts"), "--tuner", "none", "--epochs", "30"]
+    processes = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--recipe", recipe, *common],
+                                  cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for recipe in ("iris_mlp", "iris_rbf")]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("together").experiment_id], max_results=100)
+    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert set(parents) == {"iris_mlp", "iris_rbf"} and {p.info.status for p in parents.values()} == {"FINISHED"}
+    children = {name: {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id}
+                for name, p in parents.items()}
+    # Same data settings: one ingest and one preprocess build, the other pipeline waits and reuses them.
+    for component in ("ingest", "preprocess"):
+        hits = sorted(children[name][component].data.tags["cache_hit"] for name in parents)
+        assert hits == ["false", "true"]
+    trained = {children[name]["train"].data.tags["artifact"] for name in parents}
+    assert len(trained) == 2 and all(Path(path, "manifest.json").is_file() for path in trained)
+
+
+@pytest.mark.slow
+def test_training_goes_on_through_a_tracking_server_outage_and_its_metrics_arrive(tmp_path):
+    """The server stops after epoch 3 and is back 8 s later; MLflow's async queue retries with backoff."""
+    import json
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from tests.helpers import free_port, mlflow_server_command, start_mlflow_server, stop_mlflow_server
+
+    root = Path(__file__).resolve().parents[1]
+    port = free_port()
+    command = mlflow_server_command(tmp_path, port)
+    server = start_mlflow_server(command, tmp_path / "server.log")
+    pidfile = tmp_path / "restarted.pid"
+    url = f"http://127.0.0.1:{port}"
+    fault = {"pid": server.pid, "argv": command, "log": str(tmp_path / "server.log"), "pidfile": str(pidfile)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": "outage",
+           "FAULT_SERVER": json.dumps(fault)}
+    try:
+        finished = subprocess.run(
+            [sys.executable, str(root / "tests" / "fault_driver.py"), "outage", "run", "--recipe", "iris_mlp",
+             "--output-dir", str(tmp_path / "artifacts"), "--tuner", "none", "--epochs", "40",
+             "--set", "train.early_stopping_patience=40"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        assert pidfile.is_file() and server.poll() is not None  # the first server really went away
+
+        mlflow.set_tracking_uri(url)
+        client = mlflow.MlflowClient()
+        runs = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+        (train,) = [r for r in runs if r.info.run_name == "train"]
+        assert train.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(train.info.run_id, "loss")]
+        assert steps == list(range(40))  # every epoch, those logged while the server was down included
+    finally:
+        stop_mlflow_server(server)
+        if pidfile.is_file():
+            try:
+                os.killpg(int(pidfile.read_text()), 15)
+            except ProcessLookupError:
+                pass

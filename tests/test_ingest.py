@@ -102,6 +102,18 @@ def test_quarantine_sets_bad_rows_aside_up_to_the_allowed_fraction(damaged_pengu
     assert run["metrics.rows_rejected"] == 4
 
 
+def test_an_empty_split_after_setting_bad_rows_aside_is_an_error(tmp_path, local_mlflow):
+    penguins = Path(__file__).resolve().parents[1] / "data" / "penguins" / "penguins.csv"
+    header, *rows = penguins.read_text().splitlines()
+    unlabelled = tmp_path / "test.csv"
+    unlabelled.write_text("\n".join([header] + ["," + row.split(",", 1)[1] for row in rows[:3]]) + "\n")
+    config = config_for("penguins_mlp", **{"data.test_source": str(unlabelled), "data.bad_rows_policy": "quarantine",
+                                           "data.max_bad_rows_fraction": 0.5})
+    with pytest.raises(SourceError, match=r"split\(s\) \['test'\] are empty, after setting 3 bad row\(s\) aside"):
+        run_component("ingest", config, {}, tmp_path / "out")
+    assert not (tmp_path / "out" / "train").exists()
+
+
 def test_missing_label_column_lists_the_columns(tmp_path):
     path = tmp_path / "d.parquet"
     pd.DataFrame({"x": [1.0, 2.0], "y": ["a", "b"]}).to_parquet(path)

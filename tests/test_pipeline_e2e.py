@@ -1,11 +1,6 @@
 """The whole pipeline against a real MLflow tracking server on localhost."""
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -13,39 +8,18 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
+from tests.helpers import free_port, mlflow_server_command, start_mlflow_server, stop_mlflow_server
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
-    yield url
-    process.terminate()
-    process.wait(30)
+    port = free_port()
+    process = start_mlflow_server(mlflow_server_command(root, port), root / "server.log")
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(process)
 
 
 @pytest.fixture(scope="module")
