@@ -5,7 +5,8 @@ Outputs `model.keras` (the network on transformed features), `serving.keras`
 `transform.json`, so it takes raw inputs), `history.json`, and an MLflow
 pyfunc model whose signature is the raw input columns. Early stopping picks
 the epoch; `BackupAndRestore` lets a killed run resume from its last epoch;
-a NaN or infinite loss stops it with an error naming the step.
+a NaN or infinite loss stops it with an error naming the step. The model
+is built, compiled and fit under `train.strategy` (see `components/distribution.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ SPEC = ComponentSpec(
     inputs=("ingest", "preprocess"),
     optional_inputs=("tune",),
     config_sections=("model", "train", "task", "seed"),
-    code=("components/train.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
+    code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
     resumable=True,
     description="Fit the registry model with early stopping and BackupAndRestore; export it with its preprocessing.",
 )
@@ -41,39 +42,43 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import keras
     import mlflow
 
+    from components import distribution
     from components.callbacks import StopOnNonFiniteLoss
     from tasks import get_task
     from tasks.serving import log_pyfunc_model
 
+    settings = config.train
+    plan = distribution.resolve(settings.strategy)
     task = get_task(config.task)
     x_train, y_train, transform = load_transformed(inputs["preprocess"], "train", task)
     x_eval, y_eval, _ = load_transformed(inputs["preprocess"], "eval", task)
     hparams, learning_rate = model_settings(config, inputs)
-    settings = config.train
     mlflow.log_params({
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
         "epochs": settings.epochs, **{f"hp_{k}": v for k, v in hparams.items()},
+        **plan.mlflow_params(settings.batch_size, learning_rate),
     })
 
     keras.utils.set_random_seed(config.seed)
-    network = task.build_model(config.model.name, transform, hparams, learning_rate)
-    task.pretrain(network, x_train, transform, config)
     backup = output / "backup"
-    history = network.fit(
-        x_train, y_train,
-        validation_data=(x_eval, y_eval),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        verbose=0,
-        callbacks=[
-            StopOnNonFiniteLoss(),
-            keras.callbacks.BackupAndRestore(str(backup)),
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
-            ),
-            mlflow.keras.MlflowCallback(),
-        ],
-    )
+    with distribution.distributed(plan):
+        network = task.build_model(config.model.name, transform, hparams, plan.scaled_learning_rate(learning_rate))
+        task.pretrain(network, plan.shard(x_train), transform, config)
+        history = network.fit(
+            plan.shard(x_train), plan.shard(y_train),
+            validation_data=(plan.shard(x_eval), plan.shard(y_eval)),
+            epochs=settings.epochs,
+            batch_size=plan.local_batch_size(settings.batch_size),
+            verbose=0,
+            callbacks=[
+                StopOnNonFiniteLoss(),
+                keras.callbacks.BackupAndRestore(str(backup)),
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
+                ),
+                mlflow.keras.MlflowCallback(),
+            ],
+        )
     shutil.rmtree(backup, ignore_errors=True)
 
     network.save(output / "model.keras")

@@ -102,14 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    from mlflow.exceptions import MlflowException
+
     from components.callbacks import NonFiniteLossError
     from data.sources import SourceError
     from pipeline.artifacts import ArtifactError
     from pipeline.runner import run_pipeline
     from pipeline.tracking import ui_command
 
-    # Errors that explain themselves (the file, row, column or parameter at fault): no traceback.
-    explained = (SourceError, ArtifactError, NonFiniteLossError)
+    # Errors that explain themselves (the file, row, column or parameter at fault; MLflow's own): no traceback.
+    explained = (SourceError, ArtifactError, NonFiniteLossError, MlflowException)
 
     try:
         result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)

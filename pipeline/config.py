@@ -247,11 +247,23 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
+    """How the model is fit.
+
+    `strategy` spreads training over devices (`components/distribution.py`):
+    `default` (one device), `mirrored` (TensorFlow's MirroredStrategy over the
+    local GPUs or CPUs), `data_parallel` (Keras's DataParallel on JAX, across
+    hosts too), `multi_worker` (TensorFlow's MultiWorkerMirroredStrategy, one
+    worker only under Keras 3), or `auto` (data parallel when there is more
+    than one accelerator). `batch_size` is per replica: the global batch is
+    `batch_size` × replicas and the learning rate is scaled by the replica
+    count (the linear scaling rule).
+    """
+
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-2, gt=0, lt=10)
     early_stopping_patience: int = Field(10, ge=1)
-    strategy: Literal["auto", "default"] = "auto"
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "data_parallel"] = "auto"
 
 
 class TuneConfig(Section):

@@ -60,10 +60,11 @@ def mlflow_server_command(root: Path, port: int, *extra: str) -> list[str]:
             "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *extra]
 
 
-def start_mlflow_server(command: list[str], log: Path, timeout: float = 300) -> subprocess.Popen:
+def start_mlflow_server(command: list[str], log: Path, timeout: float = 300, env=None) -> subprocess.Popen:
     """Starts the server in its own process group and waits until `/health` answers."""
     port = command[command.index("--port") + 1]
-    process = subprocess.Popen(command, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(command, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+                               env=env)
     deadline = time.time() + timeout
     while True:
         try:

@@ -20,6 +20,8 @@ def test_default_recipe_loads_with_typed_overrides():
         ({"train.epochz": 3}, r"train.epochz: unknown key \(did you mean 'epochs'\?\); valid keys: batch_size"),
         ({"epochs": 0}, r"train.epochs: Input should be greater than or equal to 1"),
         ({"tuner": "grid"}, r"tune.tuner: Input should be 'none', 'random', 'bayesian' or 'hyperband'"),
+        ({"train.strategy": "horovod"}, r"train.strategy: Input should be 'auto', 'default', 'mirrored', "
+                                        r"'multi_worker' or 'data_parallel'"),
         ({"model": "mpl"}, r"Unknown model 'mpl'. Did you mean 'mlp'"),
         ({"model.hparams": {"width": 3}}, r"Unknown hyperparameter\(s\) \['width'\] for model 'mlp'"),
         ({"data.split": {"train": 0.9, "eval": 0.2, "test": 0.1}}, r"split fractions must sum to 1"),

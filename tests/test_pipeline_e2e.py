@@ -101,3 +101,55 @@ def test_unchanged_components_are_reused_and_training_change_reruns_downstream(p
     assert {n for n, c in retrained.components.items() if c.cache_hit} == {"ingest", "preprocess", "tune"}
     assert retrained.components["train"].artifact.path != first.components["train"].artifact.path
     assert isinstance(pd.DataFrame([first.test_metrics]), pd.DataFrame)
+
+
+def test_basic_auth_server_takes_credentials_from_the_environment_and_never_logs_them(tmp_path):
+    import secrets
+    import subprocess
+    import sys
+
+    import mlflow
+
+    password = f"pw-{secrets.token_hex(12)}"
+    ini = tmp_path / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    server_env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+                  "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    command = mlflow_server_command(tmp_path, port, "--app-name", "basic-auth")
+    server = start_mlflow_server(command, tmp_path / "server.log", env=server_env)
+    url = f"http://127.0.0.1:{port}"
+    root = Path(__file__).resolve().parents[1]
+    run = ["run", "--recipe", "iris_mlp", "--tuner", "none", "--epochs", "5", "--output-dir", str(tmp_path / "out")]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": "auth"}
+    try:
+        refused = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=root, env=env,
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "error code 401" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=root, env={**env, **credentials},
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert password not in done.stdout + done.stderr
+
+        os.environ.update(credentials)
+        mlflow.set_tracking_uri(url)
+        client = mlflow.MlflowClient()
+        runs = client.search_runs([client.get_experiment_by_name("auth").experiment_id])
+        assert {r.info.run_name for r in runs} >= {"iris_mlp", "ingest", "preprocess", "train", "evaluate"}
+        for logged in runs:
+            assert all(password not in str(v) for v in {**logged.data.params, **logged.data.tags}.values())
+            downloaded = Path(mlflow.artifacts.download_artifacts(run_id=logged.info.run_id,
+                                                                 dst_path=str(tmp_path / logged.info.run_id)))
+            files = [f for f in downloaded.rglob("*") if f.is_file()]
+            assert all(password.encode() not in f.read_bytes() for f in files)
+        assert all(password.encode() not in f.read_bytes() for f in (tmp_path / "out").rglob("*") if f.is_file())
+    finally:
+        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(key, None)
+        stop_mlflow_server(server)
