@@ -97,16 +97,17 @@ RATES = ("dropout", "momentum")  # hyperparameters named so are fractions in [0,
 def _range_problem(key: str, value: Any, default: Any) -> str | None:
     """What is wrong with `value` for a hyperparameter whose default is `default`, judged by type and name.
 
-    Integers (sizes, counts, depths) are at least 1; floats named like a
-    rate lie in [0, 1), other floats (penalties, widths) are not negative;
-    flags are booleans. Choices among strings are left to the builder.
+    Integers (sizes, counts, depths) and floats other than rates
+    (penalties, widths) are not negative, floats named like a rate lie in
+    [0, 1), flags are booleans. This runs when a recipe loads; each builder
+    then checks its own tighter ranges (`heads.require_range`) and choices.
     """
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "expected true or false"
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             return "expected a whole number"
-        return None if value >= 1 else "expected 1 or more"
+        return None if value >= 0 else "expected 0 or more"
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "expected a number"

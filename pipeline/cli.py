@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, target in PARAMETERS.items():
         common.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_optional(types.get(name, str), name),
                             default=None, help=f"sets {target}")
+    common.add_argument("--workers", type=_optional(int, "workers"), default=None,
+                        help="sets tune.workers: worker processes of a distributed Keras Tuner search (0: in-process)")
     common.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config field, e.g. --set train.early_stopping_patience=5")
     common.add_argument("--no-cache", action="store_true", help="re-run components even when a finished artifact matches")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         for entry in keras_models.list_models():
             print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
         return 0
-    overrides = {name: getattr(args, name) for name in PARAMETERS}
+    overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
     try:
         config = load_config(args.recipe, {**overrides, **_assignments(args.assignments)})
     except ConfigError as e:
@@ -105,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from components.callbacks import NonFiniteLossError
+    from components.tuning_cluster import TuningClusterError
     from data.sources import SourceError
     from pipeline.artifacts import ArtifactError
     from pipeline.runner import run_pipeline
     from pipeline.tracking import ui_command
 
-    # Errors that explain themselves (the file, row, column or parameter at fault; MLflow's own): no traceback.
-    explained = (SourceError, ArtifactError, NonFiniteLossError, MlflowException)
+    # Errors that explain themselves (the file, row, column or parameter at fault; a failed tune process's
+    # log; MLflow's own): no traceback.
+    explained = (SourceError, ArtifactError, NonFiniteLossError, TuningClusterError, MlflowException)
 
     try:
         result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)

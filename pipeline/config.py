@@ -267,10 +267,13 @@ class TrainConfig(Section):
 
 
 class TuneConfig(Section):
+    """The Keras Tuner search; `workers` > 0 runs it as a chief (the oracle) and that many worker processes."""
+
     tuner: Literal["none", "random", "bayesian", "hyperband"] = "random"
     max_trials: int = Field(5, ge=1)
     epochs: int = Field(30, ge=1)
     objective: str = "val_loss"
+    workers: int = Field(0, ge=0)
 
 
 class EvaluateConfig(Section):

@@ -82,7 +82,7 @@ def test_recipe_and_data_paths_cannot_leave_the_allowed_roots(tmp_path, monkeypa
 
 @pytest.mark.parametrize("hparams, message", [
     ({"dropout": 1.5}, r"dropout=1.5 is out of range for model 'mlp': expected a fraction in \[0, 1\)"),
-    ({"units": 0}, r"units=0 is out of range for model 'mlp': expected 1 or more"),
+    ({"units": -8}, r"units=-8 is out of range for model 'mlp': expected 0 or more"),
     ({"units": "wide"}, r"units='wide' is out of range for model 'mlp': expected a whole number"),
     ({"l2": -1e-4}, r"l2=-0.0001 is out of range for model 'mlp': expected 0 or more"),
 ])

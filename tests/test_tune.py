@@ -1,4 +1,10 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -30,3 +36,99 @@ def test_each_tuner_logs_every_trial_as_a_nested_run(tuner, iris_preprocessed, t
     assert runs["params.units"].notna().all() and runs["metrics.val_accuracy"].notna().all()
     assert best["objective"] == "val_loss"
     assert best["score"] == min(t["score"] for t in trials if t["score"] is not None)
+
+
+def _trial_runs(tune_run_id: str):
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(tune_run_id).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tune_run_id}'")
+
+
+def test_a_distributed_search_runs_each_trial_once_under_the_one_tune_run(iris_preprocessed, tmp_path, local_mlflow):
+    """A chief and 2 worker processes share the oracle over gRPC; the trials nest under the launching run."""
+    config = config_for(tuner="random", max_trials=4, **{"tune.epochs": 3, "tune.workers": 2})
+    summary = run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+    tune_run = mlflow.last_active_run()
+    runs = _trial_runs(tune_run.info.run_id)
+    trial_ids = [r.data.tags["trial_id"] for r in runs]
+    assert len(trial_ids) == len(set(trial_ids)) == summary["num_trials"] == 4
+    assert {r.data.tags["tuner_id"] for r in runs} <= {"tuner0", "tuner1"}  # never the chief, never in-process
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all("val_accuracy" in r.data.metrics and "units" in r.data.params for r in runs)
+    assert tune_run.data.params["tune_workers"] == "2"
+    best = json.loads((tmp_path / "best_hparams.json").read_text())
+    trials = json.loads((tmp_path / "trials.json").read_text())
+    assert sorted(t["trial_id"] for t in trials) == sorted(trial_ids)
+    assert best["trial_id"] in trial_ids and best["score"] == min(t["score"] for t in trials)
+    assert {p.name for p in (tmp_path / "tuner" / "cluster").glob("*.log")} == {"chief.log", "tuner0.log",
+                                                                                  "tuner1.log"}
+
+
+def test_hyperband_trials_cut_short_are_tagged_with_the_epochs_they_ran(iris_preprocessed, tmp_path, local_mlflow):
+    """With 3 epochs and factor 3, Hyperband's first bracket trains models for 1 epoch and continues the best."""
+    config = config_for(tuner="hyperband", **{"tune.epochs": 3})
+    run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+    runs = _trial_runs(mlflow.last_active_run().info.run_id)
+    tags = [r.data.tags for r in runs]
+    assert all(t["epochs_budget"] == "3" and t["stopped_early"] in ("true", "false") for t in tags)
+    cut = [t for t in tags if t["stopped_early"] == "true"]
+    assert cut and all(int(t["epochs_run"]) < 3 and t["stopped_by"] == "hyperband" for t in cut)
+    full = [t for t in tags if t["stopped_early"] == "false"]
+    assert full and all(t["epochs_run"] == "3" for t in full)
+    continued = [t for t in tags if "continues_trial" in t]
+    assert continued and all(t["epochs_run"] == "3" for t in continued)
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_killed_distributed_search_resumes_and_logs_each_trial_once(tmp_path):
+    """SIGKILL the pipeline once a trial is logged: its chief and workers exit, and the same command finishes."""
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "resume"}
+    command = [sys.executable, "-m", "pipeline.cli", "tune", "--output-dir", str(tmp_path / "artifacts"),
+               "--tuner", "random", "--max-trials", "4", "--workers", "2", "--set", "tune.epochs=3"]
+    pipeline = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    deadline = time.time() + 600
+    while not client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                 "tags.trial_id != '' and attributes.status = 'FINISHED'"):
+        assert pipeline.poll() is None and time.time() < deadline, "no trial finished before the deadline"
+        time.sleep(1)
+    cluster = _children(pipeline.pid)
+    os.kill(pipeline.pid, signal.SIGKILL)
+    pipeline.wait()
+    assert len(cluster) == 3  # the chief and the two workers
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in cluster) and time.time() < deadline:
+        time.sleep(1)
+    assert not any(_alive(pid) for pid in cluster), "the search went on without the pipeline"
+
+    finished = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    experiment = client.get_experiment_by_name("resume").experiment_id
+    (tune,) = client.search_runs([experiment], "attributes.run_name = 'tune' and tags.cache_hit = 'false'")
+    assert tune.info.status == "FINISHED" and tune.data.tags["resumed"] == "true"
+    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
+    assert sorted(t.data.tags["trial_id"] for t in trials) == ["0", "1", "2", "3"]
+    assert {t.info.status for t in trials} == {"FINISHED"}
