@@ -170,8 +170,11 @@ def test_training_goes_on_through_a_tracking_server_outage_and_its_metrics_arriv
     pidfile = tmp_path / "restarted.pid"
     url = f"http://127.0.0.1:{port}"
     fault = {"pid": server.pid, "argv": command, "log": str(tmp_path / "server.log"), "pidfile": str(pidfile)}
+    # Retries 1, 2, 4… s apart (default 2, 4, 8… s), 9 of them (default 7): about 6 minutes in all,
+    # and a retry within a minute of the server's return.
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": "outage",
-           "FAULT_SERVER": json.dumps(fault)}
+           "FAULT_SERVER": json.dumps(fault), "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "9"}
     try:
         finished = subprocess.run(
             [sys.executable, str(root / "tests" / "fault_driver.py"), "outage", "run", "--recipe", "iris_mlp",

@@ -116,6 +116,7 @@ def test_basic_auth_server_takes_credentials_from_the_environment_and_never_logs
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # one PBKDF2 check per minute, not per request
     )
     port = free_port()
     server_env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
