@@ -57,6 +57,19 @@ def shared_datasets():
     return Path(__file__).resolve().parents[1] / "data"
 
 
+@pytest.fixture(scope="module")
+def iris_preprocessed(tmp_path_factory):
+    """Iris through the real ingest and Beam preprocess components, once per test module."""
+    from tests.helpers import config_for, run_component, use_mlflow_store
+
+    root = tmp_path_factory.mktemp("iris")
+    use_mlflow_store(root)
+    config = config_for()
+    run_component("ingest", config, {}, root / "ingest")
+    run_component("preprocess", config, {"ingest": root / "ingest"}, root / "preprocess")
+    return root
+
+
 @pytest.fixture
 def local_mlflow(tmp_path, monkeypatch):
     """An isolated SQLite MLflow store for one test."""

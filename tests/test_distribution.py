@@ -68,16 +68,6 @@ np.save(out / "probabilities.npy", probabilities)
 """
 
 
-@pytest.fixture(scope="module")
-def iris_preprocessed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("iris")
-    use_mlflow_store(root)
-    config = config_for()
-    run_component("ingest", config, {}, root / "ingest")
-    run_component("preprocess", config, {"ingest": root / "ingest"}, root / "preprocess")
-    return root
-
-
 def start_training(root: Path, output: Path, strategy: str, env: dict[str, str] | None = None,
                    logical_cpus: int = 0) -> subprocess.Popen:
     """Starts TRAIN_SCRIPT in a fresh interpreter."""

@@ -9,17 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import config_for, run_component, use_mlflow_store
-
-
-@pytest.fixture(scope="module")
-def iris_preprocessed(tmp_path_factory):
-    root = tmp_path_factory.mktemp("iris")
-    use_mlflow_store(root)
-    config = config_for()
-    run_component("ingest", config, {}, root / "ingest")
-    run_component("preprocess", config, {"ingest": root / "ingest"}, root / "preprocess")
-    return root
+from tests.helpers import config_for, run_component
 
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
