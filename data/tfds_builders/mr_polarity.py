@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import tensorflow_datasets as tfds
-from etils import epath
+
+from data.tfds_builders._local import LocalBuilder
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "rt_polarity"
 CLASSES = ("neg", "pos")
@@ -31,17 +32,11 @@ def read_sentences(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-class MrPolarity(tfds.core.GeneratorBasedBuilder):
+class MrPolarity(LocalBuilder):
     """Movie-review sentences (Pang & Lee 2005), each labelled `neg` or `pos`; one `train` split."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Sentence polarity dataset v1.0: 5,331 negative and 5,331 positive sentences."}
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        """This file; TFDS's default resolves it through `importlib_resources`, which it does not install."""
-        return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
