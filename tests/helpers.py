@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from components.tuning_cluster import free_port  # noqa: F401  (re-exported for the server tests)
 from pipeline.config import PipelineConfig, load_config
 
 
@@ -45,12 +45,6 @@ def use_mlflow_store(directory: Path) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("tests")
     return uri
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mlflow_server_command(root: Path, port: int, *extra: str) -> list[str]:
