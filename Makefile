@@ -3,27 +3,45 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+NOTF_VENV := .venv-notf
 UV_VERSION := 0.13.8
 export MPLBACKEND := Agg
 
 .PHONY: run test lock bench results docs clean ui
 
+# Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set, as on CI, every
+# process would otherwise compile TensorFlow, Beam and MLflow from source on import.
 $(VENV)/.installed: requirements.lock setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip sync --quiet --compile-bytecode --python $(PY) requirements.lock
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .
+	touch $@
+
+# .venv without TensorFlow: the lock minus the TensorFlow distributions, everything else at the
+# same pins. tests/test_without_tensorflow.py trains on JAX in it, as on a GPU host without TF.
+$(NOTF_VENV)/.installed: requirements.lock setup.cfg $(VENV)/.installed
+	$(PYTHON) -m venv --without-pip $(NOTF_VENV)
+	grep -Ev '^(tensorflow|tensorflow-cpu|tensorboard|tensorboard-data-server|tensorflow-datasets|tensorflow-metadata)==' \
+		requirements.lock > $(NOTF_VENV)/requirements.lock
+	$(VENV)/bin/uv pip sync --quiet --compile-bytecode --python $(NOTF_VENV)/bin/python $(NOTF_VENV)/requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(NOTF_VENV)/bin/python --no-deps --no-build-isolation -e .
 	touch $@
 
 run: $(VENV)/.installed
 	$(PY) -m pipeline.cli run $(ARGS)
 
-# The whole suite on the TensorFlow backend, then the model zoo again on JAX.
-test: $(VENV)/.installed
+# The whole suite on the TensorFlow backend (tests/test_without_tensorflow.py runs Iris on JAX in
+# .venv-notf), then the model zoo again on JAX.
+test: $(VENV)/.installed $(NOTF_VENV)/.installed
 	$(PY) -m pytest -n 2 $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -n 2 tests/models $(ARGS)
 
+# The CPU benchmarks of docs/benchmarks.md, each printing its table (about 15 minutes on 2 cores).
 bench: $(VENV)/.installed
+	$(PY) -m bench.preprocess_throughput
+	$(PY) -m bench.memory
+	$(PY) -m bench.input_pipeline
 	$(PY) -m bench.pipeline_overhead
 
 # Every recipe trained to its quality bar (slow: tens of minutes on CPU); writes docs/results.md.
@@ -42,4 +60,4 @@ lock:
 		--python-platform x86_64-unknown-linux-gnu -o requirements.lock
 
 clean:
-	rm -rf $(VENV) artifacts mlruns mlflow.db .pytest_cache
+	rm -rf $(VENV) $(NOTF_VENV) artifacts mlruns mlflow.db .pytest_cache

@@ -39,10 +39,10 @@ def main() -> None:
     pipeline = [sys.executable, "-m", "pipeline.cli", "run", "--output-dir", str(work / "artifacts")]
     cold, cold_log = timed(pipeline, env)
     warm, warm_log = timed(pipeline, env)
-    tune_dir = next((work / "artifacts" / "tune").iterdir())
+    tune_dir = next(p.parent for p in (work / "artifacts" / "tune").glob("*/trials.json"))
     bare, bare_log = timed([sys.executable, "-m", "bench.bare_keras_iris", "--trials", str(tune_dir / "trials.json"),
                             "--best", str(tune_dir / "best_hparams.json")], env)
-    bare_result = json.loads(bare_log.strip().splitlines()[-1])
+    bare_result = json.loads(next(line for line in reversed(bare_log.splitlines()) if line.startswith("{")))
     components = component_seconds(cold_log)
     startup = cold - sum(s for _, s in components.values())
     accuracy = re.search(r"accuracy=([\d.]+)", cold_log).group(1)

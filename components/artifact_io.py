@@ -15,12 +15,25 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def read_columns(split_dir: Path) -> dict[str, np.ndarray]:
-    """All Parquet files of a split directory as numpy columns (list columns as 2-D arrays)."""
+# Splits are written in row groups of about this size: Beam and the streaming trainer
+# read one row group at a time, so it bounds their memory whatever the split's size.
+ROW_GROUP_BYTES = 64 * 2**20
+
+
+def write_split(table: pa.Table, path: Path) -> None:
+    rows = max(1, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1))
+    pq.write_table(table, path, row_group_size=rows)
+
+
+def split_files(split_dir: Path) -> list[Path]:
     files = sorted(Path(split_dir).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"No Parquet files in {split_dir}.")
-    table = pq.ParquetDataset(files).read()
+    return files
+
+
+def table_columns(table: pa.Table) -> dict[str, np.ndarray]:
+    """An Arrow table as numpy columns (list columns as 2-D arrays)."""
     columns = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
@@ -32,12 +45,17 @@ def read_columns(split_dir: Path) -> dict[str, np.ndarray]:
     return columns
 
 
-def read_frame(split_dir: Path):
-    """A split as ingest wrote it, as a DataFrame (list columns hold numpy arrays)."""
-    files = sorted(Path(split_dir).glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"No Parquet files in {split_dir}.")
-    return pq.ParquetDataset(files).read().to_pandas()
+def read_columns(split_dir: Path) -> dict[str, np.ndarray]:
+    """All Parquet files of a split directory as numpy columns (list columns as 2-D arrays)."""
+    return table_columns(pq.ParquetDataset(split_files(split_dir)).read())
+
+
+def read_frame(split_dir: Path, rows: int | None = None):
+    """A split as ingest wrote it, as a DataFrame (list columns hold numpy arrays); its first `rows` rows if given."""
+    if rows is None:
+        return pq.ParquetDataset(split_files(split_dir)).read().to_pandas()
+    first = next(pq.ParquetFile(split_files(split_dir)[0]).iter_batches(batch_size=rows), None)
+    return pa.Table.from_batches([first]).to_pandas()
 
 
 def load_transformed(preprocess_dir: Path, split: str, task) -> tuple[Any, Any, dict[str, Any]]:

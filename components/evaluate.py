@@ -87,7 +87,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
 
     registration = None
     if blessing["blessed"]:
-        example = task.serving_example(read_frame(inputs["ingest"] / "train"), predictor.transform)
+        example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), predictor.transform)
         registration = register(_model_uri(train_dir, example), config.registered_model_name, config.evaluate.alias)
     metrics = {"test": evaluation.headline, "baseline": evaluation.baseline, **evaluation.details}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))

@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
+from components.artifact_io import write_split
 from components.base import ComponentSpec
 
 SPEC = ComponentSpec(
     name="ingest",
     config_sections=("data", "task", "seed"),
-    code=("components/ingest.py", "components/base.py", "data", "tasks"),
+    code=("components/ingest.py", "components/base.py", "components/artifact_io.py", "data", "tasks"),
     description="Read the source; write train/eval/test Parquet splits, schema and statistics.",
 )
 
@@ -71,7 +71,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     statistics = {name: column_statistics(frame) for name, frame in splits.items()}
     for name, frame in splits.items():
         (output / name).mkdir()
-        pq.write_table(task.to_arrow(frame, schema), output / name / "data.parquet")
+        write_split(task.to_arrow(frame, schema), output / name / "data.parquet")
     if set_aside:
         raw.rejected.to_csv(output / "rejected_rows.csv", index=False)
         mlflow.log_artifact(str(output / "rejected_rows.csv"))

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatched
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from components.base import ComponentSpec
 
@@ -28,6 +29,33 @@ SPEC = ComponentSpec(
     description="Beam full-pass statistics on train (moments, vocabularies), applied to all splits.",
 )
 SPLITS = ("train", "eval", "test")
+
+
+class ArrowTableCoder(beam.coders.Coder):
+    """Arrow tables as Arrow IPC streams, with their size estimated from `nbytes`.
+
+    Beam samples the size of elements on every edge of a pipeline by
+    encoding them; with the default pickle coder that is a copy of each
+    record batch per edge, which cost more than the transform itself.
+    """
+
+    def encode(self, table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, encoded: bytes) -> pa.Table:
+        return pa.ipc.open_stream(encoded).read_all()
+
+    def estimate_size(self, table: pa.Table) -> int:
+        return table.nbytes
+
+    def to_type_hint(self):
+        return pa.Table
+
+
+beam.coders.registry.register_coder(pa.Table, ArrowTableCoder)
 
 
 class Analyze(beam.CombineFn):
@@ -49,6 +77,11 @@ class Analyze(beam.CombineFn):
         return self.analyzer.extract_output(accumulator)
 
 
+def read_batches(split_dir: Path) -> beam.PTransform:
+    """A split's row groups as Arrow tables, typed so that `ArrowTableCoder` carries them."""
+    return ReadFromParquetBatched(str(split_dir / "*.parquet")).with_output_types(pa.Table)
+
+
 def pipeline_options(config) -> PipelineOptions:
     return PipelineOptions(
         list(config.beam_args),
@@ -56,6 +89,27 @@ def pipeline_options(config) -> PipelineOptions:
         direct_num_workers=config.direct_num_workers,
         direct_running_mode=config.direct_running_mode,
     )
+
+
+def pipeline_runner(options: PipelineOptions):
+    """The runner: for `DirectRunner`, the FnApiRunner that runs its batch pipelines.
+
+    The DirectRunner first tries Prism, which it downloads from GitHub at
+    run time: offline the fetch fails and it falls back, online the job runs
+    on a different engine. Naming the FnApiRunner (what the DirectRunner
+    falls back to, with the same `direct_num_workers` and
+    `direct_running_mode`) makes both the same. Other runners go by name.
+    """
+    name = options.view_as(StandardOptions).runner
+    if name != "DirectRunner":
+        return name
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
@@ -76,20 +130,21 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         transform_path.write_text(json.dumps(transform, indent=2))
         return transform
 
-    with beam.Pipeline(options=pipeline_options(settings)) as p:
+    options = pipeline_options(settings)
+    with beam.Pipeline(runner=pipeline_runner(options), options=options) as p:
         transform = (
             p
-            | "ReadTrainForAnalysis" >> ReadFromParquetBatched(str(examples / "train" / "*.parquet"))
+            | "ReadTrainForAnalysis" >> read_batches(examples / "train")
             | "Analyze" >> beam.CombineGlobally(Analyze(task.analyzer(schema, settings)))
             | "Finalize" >> beam.Map(write_transform)
         )
         for split in SPLITS:
             (
                 p
-                | f"Read[{split}]" >> ReadFromParquetBatched(str(examples / split / "*.parquet"))
+                | f"Read[{split}]" >> read_batches(examples / split)
                 | f"Transform[{split}]" >> beam.Map(
                     task.transform_batch, transform=beam.pvalue.AsSingleton(transform), split=split
-                )
+                ).with_output_types(pa.Table)
                 | f"Write[{split}]" >> WriteToParquetBatched(
                     str(output / "transformed" / split / "part"),
                     schema=task.output_schema(schema),

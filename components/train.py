@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ SPEC = ComponentSpec(
     inputs=("ingest", "preprocess"),
     optional_inputs=("tune",),
     config_sections=("model", "train", "task", "seed"),
-    code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
+    code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "components/input_pipeline.py", "keras_models", "tasks"),
     resumable=True,
     description="Fit the registry model with early stopping and BackupAndRestore; export it with its preprocessing.",
 )
@@ -36,6 +37,52 @@ def model_settings(config, inputs: dict[str, Path]) -> tuple[dict[str, Any], flo
         best = read_json(inputs["tune"] / "best_hparams.json")
         return best["hparams"], best["learning_rate"]
     return dict(config.model.hparams), config.train.learning_rate
+
+
+@dataclass
+class TrainingData:
+    """What `fit` reads: arrays of the whole split, or row-group streams (`components/input_pipeline.py`)."""
+
+    transform: dict[str, Any]
+    fit_arguments: dict[str, Any]
+    pretrain_x: Any
+    streamed: bool
+
+
+def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
+    """Streams when `train.input` asks for it (or `auto` finds a large split) and one replica trains.
+
+    Several replicas need every batch, the last included, to split evenly
+    over them, which the whole-split arrays guarantee (`plan.shard`).
+    Masked-LM pretraining reads the train split as arrays.
+    """
+    from components.input_pipeline import ParquetBatches, should_stream
+
+    settings = config.train
+    transform = read_json(preprocess_dir / "transform" / "transform.json")
+    train_dir = preprocess_dir / "transformed" / "train"
+    stream = plan.replicas == 1 and should_stream(settings.input, train_dir, task, transform,
+                                                  settings.stream_above_mib)
+    if settings.input == "stream" and not stream:
+        raise ValueError(
+            f"train.input=stream needs one replica; strategy {plan.name!r} has {plan.replicas}. "
+            "Use train.input=memory (or auto)."
+        )
+    if not stream:
+        x_train, y_train, transform = load_transformed(preprocess_dir, "train", task)
+        x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
+        x_train = plan.shard(x_train)
+        return TrainingData(transform, {
+            "x": x_train, "y": plan.shard(y_train),
+            "validation_data": (plan.shard(x_eval), plan.shard(y_eval)),
+            "batch_size": plan.local_batch_size(settings.batch_size),
+        }, x_train, streamed=False)
+    batches = {split: ParquetBatches(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
+                                     shuffle=split == "train", seed=config.seed)
+               for split in ("train", "eval")}
+    pretrain_x = load_transformed(preprocess_dir, "train", task)[0] if task.pretrains(config) else None
+    return TrainingData(transform, {"x": batches["train"], "validation_data": batches["eval"], "shuffle": False},
+                        pretrain_x, streamed=True)
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
@@ -50,12 +97,14 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     settings = config.train
     plan = distribution.resolve(settings.strategy)
     task = get_task(config.task)
-    x_train, y_train, transform = load_transformed(inputs["preprocess"], "train", task)
-    x_eval, y_eval, _ = load_transformed(inputs["preprocess"], "eval", task)
+    task.check_serving_model(read_json(inputs["preprocess"] / "transform" / "transform.json"))
+    data = training_data(inputs["preprocess"], task, config, plan)
+    transform = data.transform
     hparams, learning_rate = model_settings(config, inputs)
     mlflow.log_params({
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
-        "epochs": settings.epochs, **{f"hp_{k}": v for k, v in hparams.items()},
+        "epochs": settings.epochs, "input": "stream" if data.streamed else "memory",
+        **{f"hp_{k}": v for k, v in hparams.items()},
         **plan.mlflow_params(settings.batch_size, learning_rate),
     })
 
@@ -63,12 +112,11 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     backup = output / "backup"
     with distribution.distributed(plan):
         network = task.build_model(config.model.name, transform, hparams, plan.scaled_learning_rate(learning_rate))
-        task.pretrain(network, plan.shard(x_train), transform, config)
+        if data.pretrain_x is not None:
+            task.pretrain(network, data.pretrain_x, transform, config)
         history = network.fit(
-            plan.shard(x_train), plan.shard(y_train),
-            validation_data=(plan.shard(x_eval), plan.shard(y_eval)),
+            **data.fit_arguments,
             epochs=settings.epochs,
-            batch_size=plan.local_batch_size(settings.batch_size),
             verbose=0,
             callbacks=[
                 StopOnNonFiniteLoss(),
@@ -87,7 +135,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     transform_path.write_text(json.dumps(transform, indent=2))
     (output / "history.json").write_text(json.dumps(history.history, indent=2))
 
-    example = task.serving_example(read_frame(inputs["ingest"] / "train"), transform)
+    example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), transform)
     info = log_pyfunc_model(output / "serving.keras", transform_path, example)
     val_loss = history.history["val_loss"]
     best_epoch = int(min(range(len(val_loss)), key=val_loss.__getitem__))

@@ -97,12 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         for entry in keras_models.list_models():
             print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
         return 0
+    from tasks.base import TensorFlowRequiredError
+
     overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
     try:
         config = load_config(args.recipe, {**overrides, **_assignments(args.assignments)})
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TensorFlowRequiredError as e:  # the recipe's task type imports TensorFlow, which is missing
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     from mlflow.exceptions import MlflowException
 
@@ -114,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tracking import ui_command
 
     # Errors that explain themselves (the file, row, column or parameter at fault; a failed tune process's
-    # log; MLflow's own): no traceback.
-    explained = (SourceError, ArtifactError, NonFiniteLossError, TuningClusterError, MlflowException)
+    # log; what needs TensorFlow; MLflow's own): no traceback.
+    explained = (SourceError, ArtifactError, NonFiniteLossError, TuningClusterError, MlflowException,
+                 TensorFlowRequiredError)
 
     try:
         result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)

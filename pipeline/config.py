@@ -257,6 +257,11 @@ class TrainConfig(Section):
     than one accelerator). `batch_size` is per replica: the global batch is
     `batch_size` × replicas and the learning rate is scaled by the replica
     count (the linear scaling rule).
+
+    `input` feeds `fit` from the whole split as arrays (`memory`) or from
+    Parquet a row group at a time (`stream`, `components/input_pipeline.py`),
+    whose memory stays bounded as the data grows; `auto` streams a train
+    split whose arrays would take more than `stream_above_mib` on one replica.
     """
 
     epochs: int = Field(100, ge=1)
@@ -264,6 +269,8 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-2, gt=0, lt=10)
     early_stopping_patience: int = Field(10, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "data_parallel"] = "auto"
+    input: Literal["auto", "memory", "stream"] = "auto"
+    stream_above_mib: float = Field(1024, ge=0)
 
 
 class TuneConfig(Section):

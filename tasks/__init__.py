@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from tasks.base import Evaluation, Task
+from tasks.base import Evaluation, Task, TensorFlowRequiredError, require_tensorflow_backend
 
 _MODULES = {
     "tabular_classification": "tasks.tabular",
@@ -18,12 +18,23 @@ _MODULES = {
     "text_classification": "tasks.text",
     "seq2seq": "tasks.seq2seq",
 }
+# Task types that need TensorFlow whatever the recipe: what needs it, for the error where it is missing.
+TENSORFLOW_NEEDS = {
+    "text_classification": "its Beam tokenisation and its serving model's TextVectorization work on raw text",
+}
 
 
 def task_class(name: str) -> type[Task]:
     if name not in _MODULES:
         raise ValueError(f"Unknown task type {name!r}; valid: {', '.join(_MODULES)}.")
-    return importlib.import_module(_MODULES[name]).TASK
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except ImportError as e:
+        if e.name != "tensorflow" and not (e.name or "").startswith("tensorflow."):
+            raise
+        require_tensorflow_backend(name, TENSORFLOW_NEEDS.get(name, "its module imports TensorFlow"))
+        raise
+    return module.TASK
 
 
 def get_task(options) -> Task:
@@ -31,4 +42,4 @@ def get_task(options) -> Task:
     return task_class(options.type)(options)
 
 
-__all__ = ["Evaluation", "Task", "get_task", "task_class"]
+__all__ = ["Evaluation", "Task", "TensorFlowRequiredError", "get_task", "task_class"]

@@ -25,6 +25,38 @@ from data.sources import RawData, SourceError, read_source
 SPLITS = ("train", "eval", "test")
 
 
+class TensorFlowRequiredError(RuntimeError):
+    """A task needs Keras's TensorFlow backend; the message says what needs it and how to go on."""
+
+
+def require_tensorflow_backend(task: str, needs: str, alternative: str = "") -> None:
+    """Raises `TensorFlowRequiredError` unless Keras runs on TensorFlow.
+
+    Keras's string preprocessing layers (`StringLookup`, `TextVectorization`)
+    run on `tf.lookup` and `tf.strings` whatever the backend, and only the
+    TensorFlow backend takes string tensors as model inputs (JAX arrays have
+    no string dtype): a serving model that reads raw strings needs both.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as e:
+        problem = f"TensorFlow cannot be imported here ({e})"
+        fix = "install tensorflow-cpu (or tensorflow) and set KERAS_BACKEND=tensorflow"
+    else:
+        problem = f"Keras runs on {backend!r}"
+        fix = "set KERAS_BACKEND=tensorflow"
+    raise TensorFlowRequiredError(
+        f"Task {task!r}: {needs}, string preprocessing that needs TensorFlow (Keras runs it on tf.lookup and "
+        f"tf.strings, and only its TensorFlow backend takes string inputs), but {problem}. "
+        f"To train it, {fix}{', or ' + alternative if alternative else ''}."
+    )
+
+
 @dataclass
 class Evaluation:
     """Test metrics of the model and of its baseline, and the plots made on the way.
@@ -139,8 +171,15 @@ class Task:
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), **self.compile_args(transform))
         return model
 
+    def pretrains(self, config) -> bool:
+        """Whether `pretrain` does anything for this recipe (then the trainer hands it the train arrays)."""
+        return False
+
     def pretrain(self, model, x_train, transform: dict[str, Any], config) -> None:
         """Optional self-supervised pretraining of `model`'s weights before `fit` (masked-LM for text)."""
+
+    # How many leading train rows `serving_example` reads (None: the whole split).
+    example_rows: ClassVar[int | None] = 64
 
     def serving_example(self, train: pd.DataFrame, transform: dict[str, Any]) -> pd.DataFrame:
         """A few raw inputs for the MLflow signature and input example."""
@@ -149,6 +188,13 @@ class Task:
     def serving_model(self, network, transform: dict[str, Any]):
         """Raw inputs → the preprocessing Beam applied → `network`."""
         raise NotImplementedError
+
+    def check_serving_model(self, transform: dict[str, Any]) -> None:
+        """Fails when the serving model cannot run here; the trainer calls it before fitting.
+
+        A task whose serving model preprocesses raw strings calls `require_tensorflow_backend`,
+        so a JAX run fails in seconds rather than after training, when the model is exported.
+        """
 
     def raw_inputs(self, frame: pd.DataFrame, transform: dict[str, Any]) -> Any:
         """Rows as ingest stored them → the serving model's inputs."""

@@ -462,6 +462,8 @@ class Forecasting(Task):
     def compile_args(self, transform):
         return {"loss": "mse", "metrics": ["mae"]}
 
+    example_rows = None
+
     def serving_example(self, train: pd.DataFrame, transform: dict[str, Any]) -> pd.DataFrame:
         """The raw history before the last three train rows that have a complete one."""
         complete = train[[not np.isnan(np.asarray(h, "float64")).any() for h in train[HISTORY]]]

@@ -8,6 +8,8 @@ so the `Predictor` needs nothing else from the pipeline's artifacts.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,11 @@ try:
         """MLflow pyfunc flavour of the serving model."""
 
         def load_context(self, context):
+            # Keras picks its backend when first imported: the one the model was trained on (a JAX-only
+            # host has no TensorFlow to default to), unless the environment names one.
+            backend = (context.model_config or {}).get("keras_backend")
+            if backend and "keras" not in sys.modules:
+                os.environ.setdefault("KERAS_BACKEND", backend)
             self.predictor = Predictor(context.artifacts["keras_model"], context.artifacts["transform"])
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -67,6 +74,7 @@ except ImportError:  # serving without MLflow installed needs only the Predictor
 
 def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataFrame, registered_model_name=None):
     """Logs the serving model to the active MLflow run with a raw-input signature, as code: nothing pickled."""
+    import keras
     import mlflow
     from mlflow.models import infer_signature
 
@@ -76,8 +84,10 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
     # Numeric columns are declared as double: clients send float64, and float32 converts safely to it.
     example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_float_dtype(example[c])})
     versions = library_versions()
-    requirements = [f"{name}=={versions[name]}" for name in
-                    ("keras", "tensorflow-cpu", "numpy", "pandas", "pydantic", "scikit-learn") if name in versions]
+    backend = keras.backend.backend()
+    packages = ("keras", "tensorflow-cpu", *(("jax",) if backend == "jax" else ()),
+                "numpy", "pandas", "pydantic", "scikit-learn")
+    requirements = [f"{name}=={versions[name]}" for name in packages if name in versions]
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_MODEL_CODE),
@@ -86,5 +96,6 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
         signature=infer_signature(example, predictions),
         input_example=example,
         pip_requirements=requirements,
+        model_config={"keras_backend": backend},
         registered_model_name=registered_model_name,
     )

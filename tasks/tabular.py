@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
+from tasks.base import require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
 
 
@@ -45,14 +46,13 @@ class AnalyzeFn:
 
     def add_input(self, acc, batch: pa.Table):
         if self.numeric:
-            values = np.column_stack(
-                [batch.column(name).to_numpy(zero_copy_only=False).astype("float64") for name in self.numeric]
-            )
-            valid = ~np.isnan(values)
-            count = valid.sum(0)
-            safe = np.where(valid, values, 0.0)
-            mean = np.divide(safe.sum(0), count, out=np.zeros(len(self.numeric)), where=count > 0)
-            m2 = (np.where(valid, values - mean, 0.0) ** 2).sum(0)
+            count, mean, m2 = (np.zeros(len(self.numeric)) for _ in range(3))
+            for j, name in enumerate(self.numeric):
+                values = batch.column(name).to_numpy(zero_copy_only=False)
+                values = values[~np.isnan(values)].astype("float64")
+                if values.size:
+                    count[j], mean[j] = values.size, values.mean()
+                    m2[j] = np.square(values - mean[j]).sum()
             acc = self._merge_moments(acc, count, mean, m2)
         for name in acc["counts"]:
             acc["counts"][name].update(count_values(batch.column(name)))
@@ -261,6 +261,14 @@ class TabularClassification(ClassificationTask):
 
     def serving_model(self, network, transform):
         return build_serving_model(network, transform)
+
+    def check_serving_model(self, transform):
+        if transform["categorical"]:
+            columns = ", ".join(repr(name) for name in transform["categorical"])
+            require_tensorflow_backend(
+                self.name, f"its serving model looks up categorical column(s) {columns} with Keras StringLookup",
+                "encode those columns as numbers in the source data (numeric features need no TensorFlow)",
+            )
 
     def raw_inputs(self, frame, transform):
         return raw_inputs(frame, transform)

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
+from tasks.base import require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
 from tasks.tabular import vocabulary as ranked_vocabulary
 
@@ -260,6 +261,9 @@ class TextClassification(ClassificationTask):
         x = np.asarray(columns[transform["text"]["name"]], "int32")
         return x, np.asarray(columns[transform["label"]["name"]], "int32")
 
+    def pretrains(self, config) -> bool:
+        return bool(self.options.pretrain_epochs)
+
     def pretrain(self, model, x_train, transform, config) -> None:
         """Masked-LM pretraining of the encoder on the train split's ids, then its weights go to `model`.
 
@@ -308,6 +312,11 @@ class TextClassification(ClassificationTask):
 
     def serving_model(self, network, transform):
         return build_serving_model(network, transform)
+
+    def check_serving_model(self, transform):
+        from tasks import TENSORFLOW_NEEDS
+
+        require_tensorflow_backend(self.name, TENSORFLOW_NEEDS[self.name])
 
     def raw_inputs(self, frame, transform):
         name = transform["text"]["name"]

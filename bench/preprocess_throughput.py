@@ -1,0 +1,158 @@
+"""The preprocess component's Beam full pass against pandas doing the same work in one process.
+
+    python -m bench.preprocess_throughput                       # 2M rows, 1 and 2 workers
+    python -m bench.preprocess_throughput --rows 500000 1000000 2000000
+
+For each size, on a generated dataset (`bench/tabular_data.py`: 10 numeric,
+3 categorical columns, the layout ingest writes):
+- **pandas**: read train, compute means, variances and vocabularies, z-score
+  and index every split, write Parquet; one process, the reference;
+- **beam, N worker(s)**: `components.preprocess.run`, the component itself:
+  the same statistics as a Beam combiner on train, the transform of every
+  split, the Parquet write, on the DirectRunner (`direct_num_workers=N`,
+  multi-processing when N > 1).
+
+Each measurement runs in a fresh process (imports not timed) and reports
+wall seconds, rows per second over all splits, speed relative to pandas
+and peak resident memory (the process and, for multi-processing, its
+largest worker). Both outputs are checked to be equal before the table is
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.tabular_data import CATEGORICAL, LABEL, NUMERIC, SPLITS, generate
+
+
+def pandas_preprocess(examples: Path, output: Path) -> None:
+    """The same statistics and transform as the tabular task, written with pandas and pyarrow."""
+    train = pd.read_parquet(examples / "train" / "data.parquet")
+    mean, scale = train[NUMERIC].mean(), np.sqrt(train[NUMERIC].var(ddof=0)).replace(0, 1)
+    vocabularies = {}
+    for name in CATEGORICAL:
+        counts = train[name].value_counts()
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        vocabularies[name] = [value for value, _ in ranked]
+    classes = sorted(train[LABEL].dropna().unique())
+    for split in SPLITS:
+        frame = train if split == "train" else pd.read_parquet(examples / split / "data.parquet")
+        columns = {n: ((frame[n] - mean[n]) / scale[n]).fillna(0).to_numpy("float32") for n in NUMERIC}
+        for name, vocabulary in vocabularies.items():
+            columns[name] = pd.Categorical(frame[name], categories=vocabulary).codes.astype("int64") + 1
+        columns[LABEL] = pd.Categorical(frame[LABEL], categories=classes).codes.astype("int64")
+        (output / split).mkdir(parents=True)
+        pq.write_table(pa.table(columns), output / split / "part.parquet", compression="none")
+
+
+def beam_preprocess(examples: Path, output: Path, workers: int) -> None:
+    import mlflow
+
+    from components import preprocess
+    from pipeline.config import load_config
+
+    config = load_config("iris_mlp", {
+        "data.label": LABEL,
+        "preprocess.direct_num_workers": workers,
+        "preprocess.direct_running_mode": "multi_processing" if workers > 1 else "in_memory",
+    })
+    mlflow.set_tracking_uri(f"sqlite:///{output.parent / 'mlflow.db'}")
+    output.mkdir()
+    with mlflow.start_run():
+        start = time.perf_counter()
+        preprocess.run({"ingest": examples}, output, config)
+        return time.perf_counter() - start
+
+
+def peak_rss_mib() -> tuple[float, float]:
+    """This process's peak resident set, and the largest of its finished children's, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def measure(kind: str, examples: Path, output: Path, workers: int) -> None:
+    """One measurement in this process; prints a JSON line."""
+    if kind == "pandas":
+        start = time.perf_counter()
+        pandas_preprocess(examples, output)
+        seconds = time.perf_counter() - start
+    else:
+        seconds = beam_preprocess(examples, output, workers)
+    own, children = peak_rss_mib()
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": own, "worker_peak_rss_mib": children}))
+
+
+def run_measurement(kind: str, examples: Path, output: Path, workers: int = 1) -> dict:
+    command = [sys.executable, "-m", "bench.preprocess_throughput", "--measure", kind,
+               "--examples", str(examples), "--output", str(output), "--workers", str(workers)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def read_output(directory: Path) -> dict[str, pd.DataFrame]:
+    return {split: pd.read_parquet(sorted((directory / "transformed" / split).glob("*.parquet"))
+                                   if (directory / "transformed").exists()
+                                   else directory / split / "part.parquet")
+            for split in SPLITS}
+
+
+def check_equal(reference: Path, candidate: Path) -> None:
+    """Beam's transformed splits hold the same rows as pandas's (in any order), to float32 precision."""
+    expected, actual = read_output(reference), read_output(candidate)
+    for split in SPLITS:
+        order = [LABEL, *CATEGORICAL, *NUMERIC]
+        a = expected[split][order].sort_values(order, ignore_index=True)
+        b = actual[split][order].sort_values(order, ignore_index=True)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, atol=1e-5, rtol=1e-5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[2_000_000])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--measure", choices=["pandas", "beam"], help=argparse.SUPPRESS)
+    parser.add_argument("--examples", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(args.measure, args.examples, args.output, args.workers[0])
+        return
+
+    print("| rows | preprocessing | seconds | rows/s | × pandas | peak RSS MiB (largest worker) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as work:
+            work = Path(work)
+            examples = generate(rows, work / "examples")
+            reference = run_measurement("pandas", examples, work / "pandas")
+            results = [("pandas, 1 process", reference)]
+            for workers in args.workers:
+                output = work / f"beam-{workers}" / "preprocess"
+                output.parent.mkdir()
+                results.append((f"beam, {workers} worker(s)", run_measurement("beam", examples, output, workers)))
+                check_equal(work / "pandas", output)
+            for (name, result), workers in zip(results, [1, *args.workers]):
+                worker = f" ({result['worker_peak_rss_mib']:.0f})" if workers > 1 else ""
+                print(f"| {rows:,} | {name} | {result['seconds']:.2f} | {rows / result['seconds']:,.0f} | "
+                      f"{reference['seconds'] / result['seconds']:.2f} | {result['peak_rss_mib']:.0f}{worker} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Transformed splits streamed from Parquet into `fit`, a few row groups in memory at a time.
+
+Ingest and preprocess write splits in row groups of about 64 MiB, so a row
+group is the unit of reading and of memory. `ParquetBatches` is a
+`keras.utils.PyDataset`: each epoch it visits the row groups in a new random
+order and the rows of each group in a new random order, cuts them into
+batches, and converts each batch with the task's `arrays`. On the TensorFlow
+backend Keras runs it under `tf.data` prefetching, which reads ahead of the
+training step; `workers` > 1 adds Keras's thread pool, which measured slower
+on two cores (`bench/input_pipeline.py`). Its memory is bounded by
+`workers + 1` row groups, whatever the split's size. `train.input` picks it
+(`stream`) or the whole split as arrays (`memory`); `auto` streams a split
+whose arrays would take more than `train.stream_above_mib`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.artifact_io import split_files, table_columns
+
+
+def array_bytes(split_dir: Path, task, transform: dict[str, Any], sample_rows: int = 256) -> int:
+    """What the whole split would take as `fit` arrays, from the task's arrays of its first rows.
+
+    Parquet's size says little: a tabular split's one-hot features or an
+    image split's float pixels can be tens of times larger in memory.
+    """
+    files = split_files(split_dir)
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=sample_rows), None)
+    if first is None or not first.num_rows:
+        return 0
+    sample = task.arrays(table_columns(pa.Table.from_batches([first])), transform)
+    return int(sum(np.asarray(a).nbytes for a in keras.tree.flatten(sample)) / first.num_rows * rows)
+
+
+def should_stream(choice: str, split_dir: Path, task, transform: dict[str, Any], above_mib: float) -> bool:
+    return choice == "stream" or (
+        choice == "auto" and array_bytes(split_dir, task, transform) > above_mib * 2**20
+    )
+
+
+class ParquetBatches(keras.utils.PyDataset):
+    """Shuffled batches `(x, y)` of a transformed split, read one row group at a time.
+
+    Pass `shuffle=False` to `fit`: this dataset shuffles rows itself, and
+    Keras's shuffling of batch indices would make every batch read a
+    different row group.
+    """
+
+    def __init__(self, split_dir: Path, task, transform: dict[str, Any], batch_size: int, *,
+                 shuffle: bool = True, seed: int = 0, workers: int = 1, max_queue_size: int = 16):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        self.task, self.transform, self.batch_size = task, transform, batch_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.groups: list[tuple[Path, int, int]] = []
+        for path in split_files(split_dir):
+            metadata = pq.ParquetFile(path).metadata
+            self.groups += [(path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
+        self.num_rows = sum(rows for *_, rows in self.groups)
+        self._cache: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._plan_epoch()
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, *key])
+
+    def _plan_epoch(self) -> None:
+        order = self._rng().permutation(len(self.groups)) if self.shuffle else range(len(self.groups))
+        self.batches = [(int(g), start) for g in order for start in range(0, self.groups[g][2], self.batch_size)]
+        with self._lock:
+            self._cache.clear()
+
+    def _group(self, index: int) -> tuple[pa.Table, np.ndarray | None]:
+        with self._lock:
+            if index not in self._cache:
+                path, group, rows = self.groups[index]
+                order = self._rng(index).permutation(rows) if self.shuffle else None
+                self._cache[index] = (pq.ParquetFile(path).read_row_group(group), order)
+                while len(self._cache) > self.workers + 1:
+                    self._cache.popitem(last=False)
+            return self._cache[index]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        group, start = self.batches[index]
+        table, order = self._group(group)
+        rows = table.slice(start, self.batch_size) if order is None else table.take(order[start:start + self.batch_size])
+        return self.task.arrays(table_columns(rows), self.transform)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._plan_epoch()

@@ -1,0 +1,97 @@
+"""Streaming transformed splits from Parquet into `fit`: every row once per epoch, bounded memory, and it learns."""
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.artifact_io import load_transformed, write_split
+from components.input_pipeline import ParquetBatches, should_stream
+from tasks import get_task
+from tests.helpers import config_for, run_component
+
+
+class RowsTask:
+    """Hands back the row ids a batch holds, so a test can see which rows `fit` would get."""
+
+    @staticmethod
+    def arrays(columns, transform):
+        return columns["row"], columns["row"] % 3
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    """1,000 rows in ten row groups of 100."""
+    (tmp_path / "train").mkdir()
+    pq.write_table(pa.table({"row": np.arange(1000)}), tmp_path / "train" / "part.parquet", row_group_size=100)
+    return tmp_path / "train"
+
+
+def epoch_rows(dataset: ParquetBatches) -> list[np.ndarray]:
+    return [dataset[i][0] for i in range(len(dataset))]
+
+
+def test_every_row_once_per_epoch_in_a_new_order(split_dir):
+    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=32, seed=0, workers=1)
+    first = epoch_rows(dataset)
+    assert max(len(b) for b in first) == 32
+    assert np.array_equal(np.sort(np.concatenate(first)), np.arange(1000))
+    dataset.on_epoch_end()
+    second = np.concatenate(epoch_rows(dataset))
+    assert np.array_equal(np.sort(second), np.arange(1000))
+    assert not np.array_equal(np.concatenate(first), second)
+    # Rows are shuffled within a group and groups are visited in a random order.
+    assert not np.array_equal(first[0], np.sort(first[0]))
+    assert len({int(b.min()) // 100 for b in first[:3]} | {0}) > 1
+
+
+def test_holds_at_most_workers_plus_one_row_groups(split_dir):
+    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=10, seed=0, workers=2)
+    for i in range(len(dataset)):
+        dataset[i]
+        assert len(dataset._cache) <= 3
+
+
+def test_unshuffled_split_reads_in_file_order(split_dir):
+    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=64, shuffle=False, workers=1)
+    assert np.array_equal(np.concatenate(epoch_rows(dataset)), np.arange(1000))
+
+
+def test_splits_are_written_in_bounded_row_groups(tmp_path, monkeypatch):
+    from components import artifact_io
+
+    monkeypatch.setattr(artifact_io, "ROW_GROUP_BYTES", 2**20)
+    rows = 12 * 2**20 // 64  # twelve row groups of 8 int64 columns
+    table = pa.table({f"c{i}": np.random.default_rng(i).integers(0, 2**40, rows) for i in range(8)})
+    write_split(table, tmp_path / "data.parquet")
+    metadata = pq.ParquetFile(tmp_path / "data.parquet").metadata
+    assert metadata.num_rows == rows and metadata.num_row_groups == 12
+
+
+def test_auto_streams_what_would_not_fit_as_arrays(split_dir):
+    class OneHotTask:
+        """1,000 rows of 1,000 float32 one-hot columns: 4 MB as arrays from 8 kB of Parquet."""
+
+        @staticmethod
+        def arrays(columns, transform):
+            return np.eye(1000, dtype="float32")[columns["row"] % 1000], columns["row"] % 3
+
+    assert should_stream("auto", split_dir, OneHotTask(), {}, above_mib=2)
+    assert not should_stream("auto", split_dir, RowsTask(), {}, above_mib=2)
+    assert should_stream("stream", split_dir, RowsTask(), {}, above_mib=2)
+    assert not should_stream("memory", split_dir, OneHotTask(), {}, above_mib=0)
+
+
+def test_streamed_training_learns_iris(iris_preprocessed, tmp_path, local_mlflow):
+    config = config_for(epochs=60, **{"train.input": "stream"})
+    inputs = {"ingest": iris_preprocessed / "ingest", "preprocess": iris_preprocessed / "preprocess"}
+    run_component("train", config, inputs, tmp_path / "train")
+    params = mlflow.search_runs(filter_string="attributes.run_name = 'train'").iloc[0]
+    assert params["params.input"] == "stream"
+    import keras
+
+    x, y, _ = load_transformed(iris_preprocessed / "preprocess", "test", get_task(config.task))
+    model = keras.saving.load_model(tmp_path / "train" / "model.keras")
+    accuracy = float((np.asarray(model.predict(x, verbose=0)).argmax(-1) == y).mean())
+    assert accuracy >= 0.9
