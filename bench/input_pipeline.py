@@ -7,8 +7,9 @@ For each recipe: the real ingest and Beam preprocess components, then the
 recipe's model trained for whole epochs two ways, alternating, on the same
 transformed train split with the same batch size:
 - **preloaded**: the split as numpy arrays in memory (`train.input: memory`);
-- **streamed**: `components.input_pipeline.ParquetBatches`, which reads
-  row groups and converts batches on background threads (`train.input: stream`).
+- **streamed**: `components.input_pipeline.streamed`, what the train component
+  streams from (`train.input: stream`): row groups read from Parquet, handed
+  to `tf.data` in chunks on the TensorFlow backend.
 
 The first epoch of each (tracing and compilation) is not timed; the table
 gives the best of the timed epochs in samples per second, and the ratio.
@@ -62,7 +63,7 @@ def measure(recipe: str, epochs: int, rounds: int) -> dict[str, float]:
     import keras
 
     from components.artifact_io import load_transformed, read_json
-    from components.input_pipeline import ParquetBatches
+    from components.input_pipeline import streamed
 
     with tempfile.TemporaryDirectory(prefix=f"bench-input-{recipe}-") as work:
         work = Path(work)
@@ -72,7 +73,8 @@ def measure(recipe: str, epochs: int, rounds: int) -> dict[str, float]:
         batch_size = config.train.batch_size
         fits = {
             "preloaded": {"x": x, "y": y, "batch_size": batch_size, "shuffle": True},
-            "streamed": {"x": ParquetBatches(split, task, transform, batch_size, seed=config.seed), "shuffle": False},
+            "streamed": {"x": streamed(split, task, transform, batch_size, shuffle=True, seed=config.seed),
+                         "shuffle": False},
         }
         keras.utils.set_random_seed(config.seed)
         model = task.build_model(config.model.name, transform, dict(config.model.hparams), config.train.learning_rate)

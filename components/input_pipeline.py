@@ -5,10 +5,10 @@ group is the unit of reading and of memory. `ParquetBatches` is a
 `keras.utils.PyDataset`: each epoch it visits the row groups in a new random
 order and the rows of each group in a new random order, cuts them into
 batches, and converts each batch with the task's `arrays`. On the TensorFlow
-backend Keras runs it under `tf.data` prefetching, which reads ahead of the
-training step; `workers` > 1 adds Keras's thread pool, which measured slower
-on two cores (`bench/input_pipeline.py`). Its memory is bounded by
-`workers + 1` row groups, whatever the split's size. `train.input` picks it
+backend, `streamed` hands `tf.data` chunks of rows instead, and `tf.data`
+cuts and prefetches the batches in C++ (`bench/input_pipeline.py` measures
+both against preloaded arrays). Its memory is bounded by `workers + 1` row
+groups, whatever the split's size. `train.input` picks it
 (`stream`) or the whole split as arrays (`memory`); `auto` streams a split
 whose arrays would take more than `train.stream_above_mib`.
 """
@@ -102,3 +102,34 @@ class ParquetBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._plan_epoch()
+
+    def tf_dataset(self, chunk_rows: int = 4096):
+        """The same rows as a `tf.data.Dataset`: Python hands over chunks, `tf.data` cuts the batches.
+
+        One Python call per chunk instead of per batch keeps the training
+        loop from waiting on the GIL; each pass over the dataset is one epoch,
+        in a new order. Memory holds a few chunks besides the row groups.
+        """
+        import tensorflow as tf
+
+        x, y = self[0]
+        signature = keras.tree.map_structure(
+            lambda a: tf.TensorSpec((None, *np.shape(a)[1:]), tf.as_dtype(np.asarray(a).dtype)), (x, y)
+        )
+
+        def chunks():
+            for group in dict.fromkeys(g for g, _ in self.batches):
+                table, order = self._group(group)
+                for start in range(0, table.num_rows, chunk_rows):
+                    rows = table.slice(start, chunk_rows) if order is None else table.take(order[start:start + chunk_rows])
+                    yield self.task.arrays(table_columns(rows), self.transform)
+            self.on_epoch_end()
+
+        dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature)
+        return dataset.unbatch().batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def streamed(split_dir: Path, task, transform: dict[str, Any], batch_size: int, *, shuffle: bool, seed: int = 0):
+    """What `fit` streams a split from: `tf.data` on the TensorFlow backend, else a `PyDataset`."""
+    batches = ParquetBatches(split_dir, task, transform, batch_size, shuffle=shuffle, seed=seed)
+    return batches.tf_dataset() if keras.backend.backend() == "tensorflow" else batches

@@ -46,7 +46,7 @@ class TrainingData:
     transform: dict[str, Any]
     fit_arguments: dict[str, Any]
     pretrain_x: Any
-    streamed: bool
+    streaming: bool
 
 
 def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
@@ -56,7 +56,7 @@ def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
     over them, which the whole-split arrays guarantee (`plan.shard`).
     Masked-LM pretraining reads the train split as arrays.
     """
-    from components.input_pipeline import ParquetBatches, should_stream
+    from components.input_pipeline import should_stream, streamed
 
     settings = config.train
     transform = read_json(preprocess_dir / "transform" / "transform.json")
@@ -76,13 +76,13 @@ def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
             "x": x_train, "y": plan.shard(y_train),
             "validation_data": (plan.shard(x_eval), plan.shard(y_eval)),
             "batch_size": plan.local_batch_size(settings.batch_size),
-        }, x_train, streamed=False)
-    batches = {split: ParquetBatches(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
-                                     shuffle=split == "train", seed=config.seed)
+        }, x_train, streaming=False)
+    batches = {split: streamed(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
+                               shuffle=split == "train", seed=config.seed)
                for split in ("train", "eval")}
     pretrain_x = load_transformed(preprocess_dir, "train", task)[0] if task.pretrains(config) else None
     return TrainingData(transform, {"x": batches["train"], "validation_data": batches["eval"], "shuffle": False},
-                        pretrain_x, streamed=True)
+                        pretrain_x, streaming=True)
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     hparams, learning_rate = model_settings(config, inputs)
     mlflow.log_params({
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
-        "epochs": settings.epochs, "input": "stream" if data.streamed else "memory",
+        "epochs": settings.epochs, "input": "stream" if data.streaming else "memory",
         **{f"hp_{k}": v for k, v in hparams.items()},
         **plan.mlflow_params(settings.batch_size, learning_rate),
     })

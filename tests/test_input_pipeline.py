@@ -46,6 +46,15 @@ def test_every_row_once_per_epoch_in_a_new_order(split_dir):
     assert len({int(b.min()) // 100 for b in first[:3]} | {0}) > 1
 
 
+def test_tf_dataset_yields_every_row_once_per_epoch_in_full_batches(split_dir):
+    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=32, seed=0, workers=1).tf_dataset(chunk_rows=50)
+    epochs = [np.concatenate([x.numpy() for x, _ in dataset]) for _ in range(2)]
+    for rows in epochs:
+        assert np.array_equal(np.sort(rows), np.arange(1000))
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert [len(x) for x, _ in dataset] == [32] * 31 + [8]
+
+
 def test_holds_at_most_workers_plus_one_row_groups(split_dir):
     dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=10, seed=0, workers=2)
     for i in range(len(dataset)):
