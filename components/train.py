@@ -43,13 +43,12 @@ def model_settings(config, inputs: dict[str, Path]) -> tuple[dict[str, Any], flo
 class TrainingData:
     """What `fit` reads: arrays of the whole split, or row-group streams (`components/input_pipeline.py`)."""
 
-    transform: dict[str, Any]
     fit_arguments: dict[str, Any]
     pretrain_x: Any
     streaming: bool
 
 
-def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
+def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config, plan) -> TrainingData:
     """Streams when `train.input` asks for it (or `auto` finds a large split) and one replica trains.
 
     Several replicas need every batch, the last included, to split evenly
@@ -59,7 +58,6 @@ def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
     from components.input_pipeline import should_stream, streamed
 
     settings = config.train
-    transform = read_json(preprocess_dir / "transform" / "transform.json")
     train_dir = preprocess_dir / "transformed" / "train"
     stream = plan.replicas == 1 and should_stream(settings.input, train_dir, task, transform,
                                                   settings.stream_above_mib)
@@ -69,10 +67,10 @@ def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
             "Use train.input=memory (or auto)."
         )
     if not stream:
-        x_train, y_train, transform = load_transformed(preprocess_dir, "train", task)
+        x_train, y_train, _ = load_transformed(preprocess_dir, "train", task)
         x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
         x_train = plan.shard(x_train)
-        return TrainingData(transform, {
+        return TrainingData({
             "x": x_train, "y": plan.shard(y_train),
             "validation_data": (plan.shard(x_eval), plan.shard(y_eval)),
             "batch_size": plan.local_batch_size(settings.batch_size),
@@ -81,7 +79,7 @@ def training_data(preprocess_dir: Path, task, config, plan) -> TrainingData:
                                shuffle=split == "train", seed=config.seed)
                for split in ("train", "eval")}
     pretrain_x = load_transformed(preprocess_dir, "train", task)[0] if task.pretrains(config) else None
-    return TrainingData(transform, {"x": batches["train"], "validation_data": batches["eval"], "shuffle": False},
+    return TrainingData({"x": batches["train"], "validation_data": batches["eval"], "shuffle": False},
                         pretrain_x, streaming=True)
 
 
@@ -97,9 +95,9 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     settings = config.train
     plan = distribution.resolve(settings.strategy)
     task = get_task(config.task)
-    task.check_serving_model(read_json(inputs["preprocess"] / "transform" / "transform.json"))
-    data = training_data(inputs["preprocess"], task, config, plan)
-    transform = data.transform
+    transform = read_json(inputs["preprocess"] / "transform" / "transform.json")
+    task.check_serving_model(transform)
+    data = training_data(inputs["preprocess"], task, transform, config, plan)
     hparams, learning_rate = model_settings(config, inputs)
     mlflow.log_params({
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
