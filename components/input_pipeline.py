@@ -93,11 +93,15 @@ class ParquetBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self.batches)
 
+    def _arrays(self, group: int, start: int, count: int):
+        """The task's `(x, y)` of `count` rows of a row group, from `start` in this epoch's order."""
+        table, order = self._group(group)
+        rows = table.slice(start, count) if order is None else table.take(order[start:start + count])
+        return self.task.arrays(table_columns(rows), self.transform)
+
     def __getitem__(self, index: int):
         group, start = self.batches[index]
-        table, order = self._group(group)
-        rows = table.slice(start, self.batch_size) if order is None else table.take(order[start:start + self.batch_size])
-        return self.task.arrays(table_columns(rows), self.transform)
+        return self._arrays(group, start, self.batch_size)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -119,10 +123,8 @@ class ParquetBatches(keras.utils.PyDataset):
 
         def chunks():
             for group in dict.fromkeys(g for g, _ in self.batches):
-                table, order = self._group(group)
-                for start in range(0, table.num_rows, chunk_rows):
-                    rows = table.slice(start, chunk_rows) if order is None else table.take(order[start:start + chunk_rows])
-                    yield self.task.arrays(table_columns(rows), self.transform)
+                for start in range(0, self.groups[group][2], chunk_rows):
+                    yield self._arrays(group, start, chunk_rows)
             self.on_epoch_end()
 
         dataset = tf.data.Dataset.from_generator(chunks, output_signature=signature)
