@@ -49,6 +49,7 @@ results: $(VENV)/.installed
 	$(PY) -m bench.results $(ARGS)
 
 docs: $(VENV)/.installed
+	$(PY) -m keras_models.index
 	$(PY) -m keras_models.catalogue > docs/models.md
 
 ui: $(VENV)/.installed

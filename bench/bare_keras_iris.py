@@ -15,7 +15,6 @@ import time
 START = time.perf_counter()
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 from sklearn.metrics import accuracy_score  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402

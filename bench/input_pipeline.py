@@ -62,7 +62,7 @@ def epoch_seconds(model, fit_arguments: dict, epochs: int) -> list[float]:
 def measure(recipe: str, epochs: int, rounds: int) -> dict[str, float]:
     import keras
 
-    from components.artifact_io import load_transformed, read_json
+    from components.artifact_io import load_transformed
     from components.input_pipeline import streamed
 
     with tempfile.TemporaryDirectory(prefix=f"bench-input-{recipe}-") as work:

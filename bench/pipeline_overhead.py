@@ -47,7 +47,7 @@ def main() -> None:
     startup = cold - sum(s for _, s in components.values())
     accuracy = re.search(r"accuracy=([\d.]+)", cold_log).group(1)
 
-    print(f"| measure | seconds | note |\n| --- | ---: | --- |")
+    print("| measure | seconds | note |\n| --- | ---: | --- |")
     print(f"| pipeline, cold (no cache) | {cold:.1f} | test accuracy {accuracy} |")
     for name, (state, seconds) in components.items():
         print(f"| &nbsp;&nbsp;{name} | {seconds:.1f} | {state} |")

@@ -7,13 +7,15 @@ hyperparameters are the builder's keyword arguments.
 
 from __future__ import annotations
 
-import difflib
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import keras
 
+from keras_models import index
+from keras_models.index import unknown_model
 from keras_models.specs import InputSpec, OutputSpec
 
 SearchSpace = Callable[[Any], dict[str, Any]]
@@ -74,62 +76,35 @@ def register_model(
     return decorator
 
 
+FAMILIES = ("convolutional", "dense", "seq2seq", "sequence", "tabular", "text", "vision_transformer")
+
+
+def load_families() -> None:
+    """Imports every family module; each registers its models and Keras layers as it loads.
+
+    Loading the saved model of any architecture needs its layers registered.
+    """
+    for family in FAMILIES:
+        importlib.import_module(f"keras_models.{family}")
+
+
 def get_entry(name: str) -> ModelEntry:
     """The entry for `name`, or an error that lists the registered names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
-            f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
-        ) from None
+    load_families()
+    if name not in _REGISTRY:
+        raise unknown_model(name, _REGISTRY)
+    return _REGISTRY[name]
 
 
 def list_models() -> list[ModelEntry]:
     """All registered models, sorted by family then name."""
+    load_families()
     return sorted(_REGISTRY.values(), key=lambda e: (e.family, e.name))
-
-
-RATES = ("dropout", "momentum")  # hyperparameters named so are fractions in [0, 1)
-
-
-def _range_problem(key: str, value: Any, default: Any) -> str | None:
-    """What is wrong with `value` for a hyperparameter whose default is `default`, judged by type and name.
-
-    Integers (sizes, counts, depths) and floats other than rates
-    (penalties, widths) are not negative, floats named like a rate lie in
-    [0, 1), flags are booleans. This runs when a recipe loads; each builder
-    then checks its own tighter ranges (`heads.require_range`) and choices.
-    """
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "expected true or false"
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "expected a whole number"
-        return None if value >= 0 else "expected 0 or more"
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "expected a number"
-        if any(word in key for word in RATES):
-            return None if 0 <= value < 1 else "expected a fraction in [0, 1)"
-        return None if value >= 0 else "expected 0 or more"
-    return None
 
 
 def check_hparams(name: str, hparams: dict[str, Any]) -> None:
     """Rejects hyperparameters the builder does not take, naming the valid ones, and values out of range."""
-    entry = get_entry(name)
-    unknown = sorted(set(hparams) - set(entry.defaults))
-    if unknown:
-        raise ValueError(
-            f"Unknown hyperparameter(s) {unknown} for model {name!r}. "
-            f"Valid: {', '.join(sorted(entry.defaults)) or '(none)'}."
-        )
-    for key, value in hparams.items():
-        problem = _range_problem(key, value, entry.defaults[key])
-        if problem:
-            raise ValueError(f"Hyperparameter {key}={value!r} is out of range for model {name!r}: {problem}.")
+    index.check_hparams(name, get_entry(name).defaults, hparams)
 
 
 def build_model(

@@ -36,9 +36,9 @@ def _optional(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 
 def _models_epilog() -> str:
-    import keras_models
+    from keras_models import index
 
-    models = ", ".join(e.name for e in keras_models.list_models())
+    models = ", ".join(e.name for e in index.list_models())
     components = "\n".join(f"  {name:<11} {text}" for name, text in COMPONENT_HELP.items())
     return (
         f"components:\n  run         the whole pipeline\n{components}\n\n"
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
     if args.command == "list":
-        import keras_models
+        from keras_models import index
 
         print("recipes:", ", ".join(list_recipes()))
-        for entry in keras_models.list_models():
+        for entry in index.list_models():
             print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
         return 0
     from tasks.base import TensorFlowRequiredError

@@ -417,17 +417,17 @@ def load_config(
 
 def _check_model(config: PipelineConfig) -> None:
     """The model exists, takes these hyperparameters, and has a head for the task."""
-    import keras_models
+    from keras_models import index
     from tasks import task_class
 
     try:
-        entry = keras_models.get_entry(config.model.name)
-        keras_models.registry.check_hparams(config.model.name, config.model.hparams)
+        entry = index.model_info(config.model.name)
+        index.check_hparams(entry.name, entry.defaults, config.model.hparams)
     except ValueError as e:
         raise ConfigError(f"model: {e}") from None
     head = task_class(config.task.type).head
     if head not in entry.tasks:
-        fitting = [e.name for e in keras_models.list_models() if head in e.tasks]
+        fitting = [e.name for e in index.list_models() if head in e.tasks]
         raise ConfigError(
             f"model: {config.model.name!r} has no {head} head for task {config.task.type!r}; "
             f"models that do: {', '.join(fitting)}."

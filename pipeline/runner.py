@@ -15,7 +15,6 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mlflow

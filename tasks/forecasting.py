@@ -32,9 +32,8 @@ differencing gives.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -42,6 +41,9 @@ import pyarrow as pa
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import Evaluation, Task
+
+if TYPE_CHECKING:
+    import keras
 
 HISTORY = "history"  # ingest: raw values of the steps before each row
 WINDOW = "window"  # transformed: the model's input window before each row, scaled
@@ -201,65 +203,12 @@ def windows(columns: dict[str, np.ndarray], transform: dict[str, Any]) -> tuple[
     return x, y
 
 
-@keras.saving.register_keras_serializable(package="tasks")
-class SeasonalDifference(keras.layers.Layer):
-    """`(batch, steps, channels)` → `x[:, lag:] - x[:, :-lag]`, the seasonal difference Beam applied.
-
-    Args:
-        lag: the season length.
-    """
-
-    def __init__(self, lag: int, **kwargs):
-        super().__init__(**kwargs)
-        self.lag = int(lag)
-
-    def call(self, inputs):
-        return inputs[:, self.lag :] - inputs[:, : -self.lag]
-
-    def compute_output_shape(self, input_shape):
-        steps = None if input_shape[1] is None else input_shape[1] - self.lag
-        return (input_shape[0], steps, *input_shape[2:])
-
-    def get_config(self):
-        return {**super().get_config(), "lag": self.lag}
-
-
-@keras.saving.register_keras_serializable(package="tasks")
-class SeasonalUndifference(keras.layers.Layer):
-    """Forecast differences and the raw history → forecasts: `ŷ[t] = d̂[t] + y[t - lag]`.
-
-    For steps past the first season `y[t - lag]` is itself a forecast, so
-    each block of `lag` steps adds the block before it.
-
-    Args:
-        lag: the season length.
-    """
-
-    def __init__(self, lag: int, **kwargs):
-        super().__init__(**kwargs)
-        self.lag = int(lag)
-
-    def call(self, inputs):
-        differences, history = inputs
-        horizon = differences.shape[-1]
-        base = history[:, -self.lag :]
-        blocks = []
-        for start in range(0, horizon, self.lag):
-            width = min(self.lag, horizon - start)
-            block = differences[:, start : start + width] + base[:, :width]
-            blocks.append(block)
-            base = block
-        return keras.ops.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0]
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return {**super().get_config(), "lag": self.lag}
-
-
 def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
     """Raw history (series units) → difference, scale → `network` → unscale, undifference → forecasts."""
+    import keras
+
+    from tasks.layers import SeasonalDifference, SeasonalUndifference
+
     length = transform["history_length"]
     history = keras.Input(shape=(length,), name=HISTORY, dtype="float32")
     x = keras.layers.Reshape((length, 1), name="steps")(history)

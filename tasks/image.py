@@ -21,9 +21,8 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -31,6 +30,9 @@ import pyarrow as pa
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+
+if TYPE_CHECKING:
+    import keras
 
 MISTAKES_SHOWN = 36  # a 6 × 6 grid
 ATTENTION_IMAGES = 4
@@ -101,11 +103,15 @@ def resize(images: np.ndarray, size: list[int] | None) -> np.ndarray:
     images = np.asarray(images, "float32")
     if size is None or list(images.shape[1:3]) == list(size):
         return images
+    import keras
+
     return keras.ops.convert_to_numpy(keras.layers.Resizing(*size)(images))
 
 
 def normalise(images: np.ndarray, mean: list[float], variance: list[float]) -> np.ndarray:
     """Per-channel standardisation, in float32 and with Keras `Normalization`'s floor on the deviation."""
+    import keras
+
     mean32 = np.asarray(mean, "float32")
     std32 = np.maximum(np.sqrt(np.asarray(variance, "float32")), np.float32(keras.config.epsilon()))
     return ((np.asarray(images, "float32") - mean32) / std32).astype("float32")
@@ -163,6 +169,8 @@ class AnalyzeFn:
 
 def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
     """Raw images `(H, W, C)` → `Resizing` (when set) → per-channel `Normalization` → `network`."""
+    import keras
+
     spec = transform["image"]
     inputs = keras.Input(shape=tuple(spec["shape"]), name=spec["name"], dtype="float32")
     x = inputs
@@ -227,6 +235,8 @@ def save_mistakes_grid(images, y_true, y_pred, classes: list[str], path: Path, t
 
 def find_layer(model: keras.Model, name: str):
     """The layer called `name` in `model` or in the models nested in it (the zoo network behind the wrappers)."""
+    import keras
+
     for layer in model.layers:
         if layer.name == name:
             return layer
@@ -373,6 +383,8 @@ class ImageClassification(ClassificationTask):
 
     def augmentation(self) -> list[keras.layers.Layer]:
         """Random shifts, turns and zooms of training images, as the options bound them."""
+        import keras
+
         options, layers = self.options, []
         if options.random_rotation:
             layers.append(keras.layers.RandomRotation(options.random_rotation, name="random_rotation"))
@@ -385,6 +397,8 @@ class ImageClassification(ClassificationTask):
 
     def build_model(self, model_name, transform, hparams, learning_rate):
         """The registry network, behind the augmentation layers when there are any (they only act in `fit`)."""
+        import keras
+
         network = super().build_model(model_name, transform, hparams, learning_rate)
         layers = self.augmentation()
         if not layers:

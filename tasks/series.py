@@ -25,18 +25,19 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from keras import ops
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+
+if TYPE_CHECKING:
+    import keras
 
 EPSILON = 1e-8  # a series whose standard deviation is below this is only centred, not scaled
 
@@ -152,87 +153,12 @@ class AnalyzeFn:
         return acc
 
 
-@keras.saving.register_keras_serializable(package="tasks")
-class SeriesZNormalization(keras.layers.Layer):
-    """`[series, length]` → each row's channels z-normalised over its own first `length` steps.
-
-    Missing values (NaN) stay NaN and are left out of the statistics, as in
-    `znormalize`; the statistics are computed in float64, as Beam computes them.
-
-    Args:
-        epsilon: a standard deviation below this leaves the channel centred but unscaled.
-    """
-
-    def __init__(self, epsilon: float = EPSILON, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = float(epsilon)
-
-    def call(self, inputs):
-        series, length = inputs
-        x = ops.cast(series, "float64")
-        steps = ops.arange(ops.shape(x)[1])
-        observed = ops.logical_and(
-            steps[None, :, None] < ops.cast(length, "int32")[:, None, None], ops.logical_not(ops.isnan(x))
-        )
-        count = ops.maximum(ops.sum(ops.cast(observed, "float64"), axis=1, keepdims=True), 1.0)
-        mean = ops.sum(ops.where(observed, x, 0.0), axis=1, keepdims=True) / count
-        variance = ops.sum(ops.where(observed, ops.square(x - mean), 0.0), axis=1, keepdims=True) / count
-        std = ops.sqrt(variance)
-        return ops.cast((x - mean) / ops.where(std > self.epsilon, std, 1.0), self.compute_dtype)
-
-    def compute_output_shape(self, input_shapes):
-        return input_shapes[0]
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
-
-
-@keras.saving.register_keras_serializable(package="tasks")
-class PadSeries(keras.layers.Layer):
-    """`[series, length]` → `(batch, steps, channels)` with every row padded or truncated to `steps`.
-
-    Row `i` holds its first `length[i]` steps (the rest of the batch's
-    padding is ignored). Padding and missing values become 0; with
-    `mask_channel`, a 0/1 observed-mask is appended per channel.
-
-    Args:
-        steps: the length every series gets.
-        padding: `"pre"` pads and truncates at the start, `"post"` at the end.
-        mask_channel: whether to append the observed-mask channels.
-    """
-
-    def __init__(self, steps: int, padding: str = "pre", mask_channel: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        if padding not in ("pre", "post"):
-            raise ValueError(f"padding must be 'pre' or 'post', got {padding!r}.")
-        self.steps, self.padding, self.mask_channel = int(steps), padding, bool(mask_channel)
-
-    def call(self, inputs):
-        series, length = inputs
-        length = ops.cast(length, "int32")[:, None]
-        source = ops.arange(self.steps, dtype="int32")[None, :]
-        if self.padding == "pre":
-            source = source + length - self.steps
-        in_range = ops.logical_and(source >= 0, source < length)
-        index = ops.clip(source, 0, ops.maximum(ops.shape(series)[1] - 1, 0))
-        values = ops.take_along_axis(series, index[:, :, None], axis=1)
-        observed = ops.logical_and(in_range[:, :, None], ops.logical_not(ops.isnan(values)))
-        values = ops.where(observed, values, ops.zeros_like(values))
-        if self.mask_channel:
-            values = ops.concatenate([values, ops.cast(observed, values.dtype)], axis=-1)
-        return values
-
-    def compute_output_shape(self, input_shapes):
-        channels = input_shapes[0][-1]
-        return (input_shapes[0][0], self.steps, 2 * channels if self.mask_channel else channels)
-
-    def get_config(self):
-        return {**super().get_config(), "steps": self.steps, "padding": self.padding,
-                "mask_channel": self.mask_channel}
-
-
 def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
     """Raw series and their lengths → per-series z-normalisation → padding → `network`."""
+    import keras
+
+    from tasks.layers import PadSeries, SeriesZNormalization
+
     spec = transform["series"]
     series = keras.Input(shape=(None, spec["channels"]), name="series", dtype="float32")
     length = keras.Input(shape=(), name="length", dtype="int32")

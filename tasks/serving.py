@@ -37,7 +37,10 @@ class Predictor:
     def __init__(self, model_path: str | Path, transform_path: str | Path):
         import keras
 
-        import keras_models  # noqa: F401  (registers the zoo's layers)
+        import tasks.layers  # noqa: F401  (registers the preprocessing layers)
+        from keras_models.registry import load_families
+
+        load_families()  # registers the zoo's layers
 
         self.transform = json.loads(Path(transform_path).read_text())
         self.task = task_from_transform(self.transform)

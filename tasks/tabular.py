@@ -10,9 +10,8 @@ serving model rebuilds the same steps as Keras layers from `transform.json`.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,6 +21,9 @@ from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+
+if TYPE_CHECKING:
+    import keras
 
 
 def _is_categorical(series: pd.Series, forced: tuple[str, ...]) -> bool:
@@ -124,27 +126,12 @@ def feature_matrix(columns: dict[str, np.ndarray], transform: dict[str, Any]) ->
     return np.concatenate(parts, axis=1)
 
 
-@keras.saving.register_keras_serializable(package="tasks")
-class FillMissing(keras.layers.Layer):
-    """Replaces NaN with `value` (the train mean), as the Beam transform does.
-
-    Args:
-        value: the fill value.
-    """
-
-    def __init__(self, value: float, **kwargs):
-        super().__init__(**kwargs)
-        self.value = float(value)
-
-    def call(self, inputs):
-        return keras.ops.where(keras.ops.isnan(inputs), keras.ops.cast(self.value, inputs.dtype), inputs)
-
-    def get_config(self):
-        return {**super().get_config(), "value": self.value}
-
-
 def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
     """Raw feature inputs → the same preprocessing as Beam → `network`."""
+    import keras
+
+    from tasks.layers import FillMissing
+
     inputs, parts = {}, []
     for name, stats in transform["numeric"].items():
         inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
-from tests.helpers import config_for, run_component, use_mlflow_store
+from tests.helpers import config_for, use_mlflow_store
 
 
 def test_a_nan_loss_stops_training_naming_its_epoch_and_batch(iris):

@@ -18,13 +18,13 @@ from tasks.forecasting import (
     WINDOW,
     Forecasting,
     MomentsFn,
-    SeasonalUndifference,
     build_serving_model,
     error_metrics,
     raw_inputs,
     seasonal_naive,
     windows,
 )
+from tasks.layers import SeasonalUndifference
 from tasks.serving import Predictor
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 

@@ -178,8 +178,6 @@ def test_exported_preprocessing_matches_beam(digits_artifacts):
 
 
 def test_vit_attention_maps_are_plotted(digits_artifacts, tmp_path):
-    import keras
-
     import keras_models
     from tasks.serving import Predictor
 

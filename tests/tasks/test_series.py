@@ -11,7 +11,8 @@ import pytest
 from components.artifact_io import read_columns, read_json
 from data.sources import SourceError, read_source
 from data.ucr import read_ts
-from tasks.series import AnalyzeFn, PadSeries, SeriesClassification, SeriesZNormalization, prepare, znormalize
+from tasks.layers import PadSeries, SeriesZNormalization
+from tasks.series import AnalyzeFn, SeriesClassification, prepare, znormalize
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
 HEADER = "# a comment\n@problemName Toy\n@missing true\n@univariate {univariate}\n{extra}@classLabel true a b\n@data\n"

@@ -1,0 +1,168 @@
+"""Keras layers that repeat a task's Beam preprocessing inside its serving model.
+
+They live apart from the task modules because Beam workers import those
+to run the transforms, and a worker should not pay for importing Keras.
+Loading a serving model needs this module imported (it registers them).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from tasks.series import EPSILON as SERIES_EPSILON
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class FillMissing(keras.layers.Layer):
+    """Replaces NaN with `value` (the train mean), as the Beam transform does.
+
+    Args:
+        value: the fill value.
+    """
+
+    def __init__(self, value: float, **kwargs):
+        super().__init__(**kwargs)
+        self.value = float(value)
+
+    def call(self, inputs):
+        return ops.where(ops.isnan(inputs), ops.cast(self.value, inputs.dtype), inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "value": self.value}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class SeriesZNormalization(keras.layers.Layer):
+    """`[series, length]` → each row's channels z-normalised over its own first `length` steps.
+
+    Missing values (NaN) stay NaN and are left out of the statistics, as in
+    `znormalize`; the statistics are computed in float64, as Beam computes them.
+
+    Args:
+        epsilon: a standard deviation below this leaves the channel centred but unscaled.
+    """
+
+    def __init__(self, epsilon: float = SERIES_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        series, length = inputs
+        x = ops.cast(series, "float64")
+        steps = ops.arange(ops.shape(x)[1])
+        observed = ops.logical_and(
+            steps[None, :, None] < ops.cast(length, "int32")[:, None, None], ops.logical_not(ops.isnan(x))
+        )
+        count = ops.maximum(ops.sum(ops.cast(observed, "float64"), axis=1, keepdims=True), 1.0)
+        mean = ops.sum(ops.where(observed, x, 0.0), axis=1, keepdims=True) / count
+        variance = ops.sum(ops.where(observed, ops.square(x - mean), 0.0), axis=1, keepdims=True) / count
+        std = ops.sqrt(variance)
+        return ops.cast((x - mean) / ops.where(std > self.epsilon, std, 1.0), self.compute_dtype)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class PadSeries(keras.layers.Layer):
+    """`[series, length]` → `(batch, steps, channels)` with every row padded or truncated to `steps`.
+
+    Row `i` holds its first `length[i]` steps (the rest of the batch's
+    padding is ignored). Padding and missing values become 0; with
+    `mask_channel`, a 0/1 observed-mask is appended per channel.
+
+    Args:
+        steps: the length every series gets.
+        padding: `"pre"` pads and truncates at the start, `"post"` at the end.
+        mask_channel: whether to append the observed-mask channels.
+    """
+
+    def __init__(self, steps: int, padding: str = "pre", mask_channel: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if padding not in ("pre", "post"):
+            raise ValueError(f"padding must be 'pre' or 'post', got {padding!r}.")
+        self.steps, self.padding, self.mask_channel = int(steps), padding, bool(mask_channel)
+
+    def call(self, inputs):
+        series, length = inputs
+        length = ops.cast(length, "int32")[:, None]
+        source = ops.arange(self.steps, dtype="int32")[None, :]
+        if self.padding == "pre":
+            source = source + length - self.steps
+        in_range = ops.logical_and(source >= 0, source < length)
+        index = ops.clip(source, 0, ops.maximum(ops.shape(series)[1] - 1, 0))
+        values = ops.take_along_axis(series, index[:, :, None], axis=1)
+        observed = ops.logical_and(in_range[:, :, None], ops.logical_not(ops.isnan(values)))
+        values = ops.where(observed, values, ops.zeros_like(values))
+        if self.mask_channel:
+            values = ops.concatenate([values, ops.cast(observed, values.dtype)], axis=-1)
+        return values
+
+    def compute_output_shape(self, input_shapes):
+        channels = input_shapes[0][-1]
+        return (input_shapes[0][0], self.steps, 2 * channels if self.mask_channel else channels)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps, "padding": self.padding,
+                "mask_channel": self.mask_channel}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class SeasonalDifference(keras.layers.Layer):
+    """`(batch, steps, channels)` → `x[:, lag:] - x[:, :-lag]`, the seasonal difference Beam applied.
+
+    Args:
+        lag: the season length.
+    """
+
+    def __init__(self, lag: int, **kwargs):
+        super().__init__(**kwargs)
+        self.lag = int(lag)
+
+    def call(self, inputs):
+        return inputs[:, self.lag :] - inputs[:, : -self.lag]
+
+    def compute_output_shape(self, input_shape):
+        steps = None if input_shape[1] is None else input_shape[1] - self.lag
+        return (input_shape[0], steps, *input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "lag": self.lag}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class SeasonalUndifference(keras.layers.Layer):
+    """Forecast differences and the raw history → forecasts: `ŷ[t] = d̂[t] + y[t - lag]`.
+
+    For steps past the first season `y[t - lag]` is itself a forecast, so
+    each block of `lag` steps adds the block before it.
+
+    Args:
+        lag: the season length.
+    """
+
+    def __init__(self, lag: int, **kwargs):
+        super().__init__(**kwargs)
+        self.lag = int(lag)
+
+    def call(self, inputs):
+        differences, history = inputs
+        horizon = differences.shape[-1]
+        base = history[:, -self.lag :]
+        blocks = []
+        for start in range(0, horizon, self.lag):
+            width = min(self.lag, horizon - start)
+            block = differences[:, start : start + width] + base[:, :width]
+            blocks.append(block)
+            base = block
+        return ops.concatenate(blocks, axis=-1) if len(blocks) > 1 else blocks[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "lag": self.lag}
