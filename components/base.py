@@ -30,3 +30,11 @@ class ComponentSpec:
     code: tuple[str, ...] = ()
     resumable: bool = False
     description: str = ""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged: the loss became NaN or infinite.
+
+    Defined here, apart from the callback that raises it, so that the CLI can
+    name it among the errors it explains without importing Keras.
+    """

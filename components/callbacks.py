@@ -6,9 +6,7 @@ import math
 
 import keras
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training diverged: the loss became NaN or infinite."""
+from components.base import NonFiniteLossError
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from components.callbacks import NonFiniteLossError
+    from components.base import NonFiniteLossError
     from components.tuning_cluster import TuningClusterError
     from data.sources import SourceError
     from pipeline.artifacts import ArtifactError

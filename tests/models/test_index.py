@@ -25,10 +25,11 @@ def test_recipe_checks_use_the_index():
         load_config("airline_lstm", {"model": "tabnet"})
 
 
-def test_recipes_and_beam_side_task_modules_load_without_keras():
-    """Checking a recipe and running the Beam transforms must not pay for importing Keras."""
+def test_start_up_and_beam_side_task_modules_load_without_keras():
+    """Starting the pipeline, checking a recipe and running the Beam transforms must not pay for importing Keras."""
     code = (
         "import sys\n"
+        "import pipeline.cli, pipeline.runner, components.base, components.tuning_cluster, data.sources\n"
         "from pipeline.config import load_config\n"
         "from tasks import get_task\n"
         "import components.preprocess\n"
