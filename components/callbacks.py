@@ -38,3 +38,27 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 f"The training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1} "
                 f"(step {self.step}). Lower train.learning_rate, or look for extreme values in the inputs."
             )
+
+
+class CacheSavingSkipsets(keras.callbacks.Callback):
+    """Makes Keras's per-save cache of attribute skip sets work, for the per-epoch checkpoints.
+
+    Keras 3.15's `saving_lib.get_attr_skipset` stores each set under
+    `saving_attr_skipset_<type>` but looks it up under
+    `saving_attr_skiplist_<type>`, so every save builds reference `Layer`,
+    `Metric` and `Optimizer` objects again: about half the time of each
+    `BackupAndRestore` or Keras Tuner best-epoch checkpoint of a small model.
+    At the start of each fit (the tuner clears the session before each
+    trial, and the cache with it) this stores the sets under the key read.
+    """
+
+    OBJECT_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+
+    def on_train_begin(self, logs=None):
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+
+        for obj_type in self.OBJECT_TYPES:
+            key = f"saving_attr_skiplist_{obj_type}"
+            if global_state.get_global_attribute(key) is None:
+                global_state.set_global_attribute(key, saving_lib.get_attr_skipset(obj_type))

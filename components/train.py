@@ -88,7 +88,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
     from components import distribution
-    from components.callbacks import StopOnNonFiniteLoss
+    from components.callbacks import CacheSavingSkipsets, StopOnNonFiniteLoss
     from tasks import get_task
     from tasks.serving import log_pyfunc_model
 
@@ -118,6 +118,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
             verbose=0,
             callbacks=[
                 StopOnNonFiniteLoss(),
+                CacheSavingSkipsets(),
                 keras.callbacks.BackupAndRestore(str(backup)),
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
