@@ -202,8 +202,11 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
 
     import keras_models
     from components import distribution, tuning_cluster
+    from tasks import get_task
 
     plan = distribution.resolve(config.train.strategy)
+    # The winner is trained and served by the train component: fail before the search, not after it.
+    get_task(config.task).check_serving_model(read_json(inputs["preprocess"] / "transform" / "transform.json"))
     tune_run_id = mlflow.active_run().info.run_id
     workers = config.tune.workers
     mlflow.log_params({"tuner": config.tune.tuner, "max_trials": config.tune.max_trials,

@@ -137,13 +137,14 @@ def test_the_mlflow_model_serves_on_jax_where_no_backend_is_named(notf_python, i
     assert not any(r.startswith("tensorflow") for r in served["requirements"])
 
 
-def test_categorical_columns_stop_training_before_it_starts(notf_python, tmp_path):
+@pytest.mark.parametrize("tuner", ["none", "random"])
+def test_categorical_columns_stop_training_before_it_starts(notf_python, tmp_path, tuner):
     from mlflow import MlflowClient
 
     uri = mlflow_store(tmp_path)
     out = tmp_path / "out"
-    done = run_notf(notf_python, ["-m", "pipeline.cli", "train", "--recipe", "penguins_mlp", "--output-dir", str(out)],
-                    uri)
+    done = run_notf(notf_python, ["-m", "pipeline.cli", "train", "--recipe", "penguins_mlp", "--output-dir", str(out),
+                                  "--tuner", tuner], uri)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     error = done.stderr.strip().splitlines()[-1]
@@ -154,9 +155,10 @@ def test_categorical_columns_stop_training_before_it_starts(notf_python, tmp_pat
     assert not list(out.rglob("*.keras"))
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    train = next(r for r in runs if r.info.run_name == "train")
-    assert train.info.status == "FAILED"
-    assert not train.data.metrics  # no epoch ran
+    stopped = next(r for r in runs if r.info.run_name == ("train" if tuner == "none" else "tune"))
+    assert stopped.info.status == "FAILED"
+    assert not stopped.data.metrics  # no epoch ran
+    assert not [r for r in runs if r.info.run_name.startswith("trial-")]  # nor any trial
     assert {r.info.run_name for r in runs if r.info.status == "FINISHED"} >= {"ingest", "preprocess"}
 
 
