@@ -108,8 +108,9 @@ def index_of(entries) -> dict[str, dict[str, Any]]:
 def main() -> None:
     from keras_models import registry
 
-    INDEX_PATH.write_text(json.dumps(index_of(registry.list_models()), indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {INDEX_PATH} ({len(registry.list_models())} models)")
+    entries = index_of(registry.list_models())
+    INDEX_PATH.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {INDEX_PATH} ({len(entries)} models)")
 
 
 if __name__ == "__main__":
