@@ -97,13 +97,17 @@ def test_a_killed_distributed_search_resumes_and_logs_each_trial_once(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "resume"}
     command = [sys.executable, "-m", "pipeline.cli", "tune", "--output-dir", str(tmp_path / "artifacts"),
                "--tuner", "random", "--max-trials", "4", "--workers", "2", "--set", "tune.epochs=3"]
-    pipeline = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
+    client.search_experiments()  # creates the store now: two processes migrating a new one at once collide
+    log = tmp_path / "killed.log"
+    with open(log, "w") as handle:
+        pipeline = subprocess.Popen(command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while not client.search_runs([e.experiment_id for e in client.search_experiments()],
                                  "tags.trial_id != '' and attributes.status = 'FINISHED'"):
-        assert pipeline.poll() is None and time.time() < deadline, "no trial finished before the deadline"
+        assert pipeline.poll() is None and time.time() < deadline, \
+            f"no trial finished before the deadline:\n{log.read_text(errors='replace')[-4000:]}"
         time.sleep(1)
     cluster = _children(pipeline.pid)
     os.kill(pipeline.pid, signal.SIGKILL)
