@@ -12,13 +12,13 @@ rows:
 - **pipeline**: `fit` on `components.input_pipeline.ParquetBatches` over the
   transformed train split, with `shuffle=False`, as `components/train.py`
   streams it (`train.input: stream`), with the component's per-batch callback
-  `StopOnNonFiniteLoss`. Its other callbacks (`BackupAndRestore`,
+  `StopOnNonFiniteLoss`. Its other callbacks (`EpochBackupAndRestore`,
   `EarlyStopping`, MLflow) and the validation pass act at epoch ends, outside
   the timed steps, and are left out.
 - **streamed, no callback**: the same stream without `StopOnNonFiniteLoss`.
-  That callback reads every step's loss, so Keras waits for each step to
-  finish on the device before it dispatches the next; this column tells that
-  wait apart from the cost of streaming.
+  That callback reads every step's loss; it is `async_safe`, so Keras reads
+  it on a callback thread and keeps dispatching steps. This column checks
+  that the read costs the training loop nothing.
 - **bare**: `fit` on the split preloaded as arrays (`load_transformed`, the
   component's `train.input: memory` path) with no callback.
 - **PyTorch** (ResNet-18 and ViT): `bench.torch_reference`, the same

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
+import mlflow
 
 from components.base import NonFiniteLossError
 
@@ -17,27 +18,53 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     and its artifact is never published. `error` lets the tuner raise Keras
     Tuner's `FailedTrialError`, which fails that trial and not the search.
 
+    It is `async_safe`: where the backend allows it (JAX), Keras runs batch
+    hooks on a thread pool and keeps dispatching steps while one reads the
+    loss off the device, and re-raises the error at the next batch or at the
+    epoch's end, before any epoch-end checkpoint. Read synchronously, every
+    step would wait for the one before it to finish.
+
     Args:
         error: the exception class raised, built from the message.
     """
+
+    async_safe = True
 
     def __init__(self, error: type[Exception] = NonFiniteLossError):
         super().__init__()
         self.error = error
         self.epoch = 0
-        self.step = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            steps = self.params.get("steps")
+            step = f" (step {self.epoch * steps + batch + 1})" if steps else ""
             raise self.error(
-                f"The training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1} "
-                f"(step {self.step}). Lower train.learning_rate, or look for extreme values in the inputs."
+                f"The training loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}{step}. "
+                "Lower train.learning_rate, or look for extreme values in the inputs."
             )
+
+
+class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` at each epoch's end; its batch hook does nothing, so it lets Keras run hooks async."""
+
+    async_safe = True
+
+    def __init__(self, backup_dir: str):
+        super().__init__(backup_dir, save_freq="epoch")
+
+
+class EpochMlflowCallback(mlflow.keras.MlflowCallback):
+    """MLflow's Keras callback logging once per epoch; its batch hook does nothing, so it lets Keras run hooks async."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__(log_every_epoch=True)
 
 
 class CacheSavingSkipsets(keras.callbacks.Callback):

@@ -88,7 +88,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
     from components import distribution
-    from components.callbacks import CacheSavingSkipsets, StopOnNonFiniteLoss
+    from components.callbacks import CacheSavingSkipsets, EpochBackupAndRestore, EpochMlflowCallback, StopOnNonFiniteLoss
     from tasks import get_task
     from tasks.serving import log_pyfunc_model
 
@@ -119,11 +119,11 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
             callbacks=[
                 StopOnNonFiniteLoss(),
                 CacheSavingSkipsets(),
-                keras.callbacks.BackupAndRestore(str(backup)),
+                EpochBackupAndRestore(str(backup)),
                 keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
                 ),
-                mlflow.keras.MlflowCallback(),
+                EpochMlflowCallback(),
             ],
         )
     shutil.rmtree(backup, ignore_errors=True)

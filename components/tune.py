@@ -110,7 +110,7 @@ def make_tuner(kind: str, hypermodel, directory: Path, config, tune_run_id: str)
     import mlflow
     from keras_tuner.errors import FailedTrialError
 
-    from components.callbacks import CacheSavingSkipsets, StopOnNonFiniteLoss
+    from components.callbacks import CacheSavingSkipsets, EpochMlflowCallback, StopOnNonFiniteLoss
 
     base = {
         "random": keras_tuner.RandomSearch,
@@ -133,7 +133,7 @@ def make_tuner(kind: str, hypermodel, directory: Path, config, tune_run_id: str)
                 if LEARNING_RATE in values:
                     mlflow.log_param("scaled_learning_rate", values[LEARNING_RATE] * self.hypermodel.learning_rate_scale)
                 kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopOnNonFiniteLoss(FailedTrialError),
-                                       CacheSavingSkipsets(), mlflow.keras.MlflowCallback()]
+                                       CacheSavingSkipsets(), EpochMlflowCallback()]
                 try:
                     results = super().run_trial(trial, *args, **kwargs)
                 except FailedTrialError as e:
