@@ -32,10 +32,10 @@ run: $(VENV)/.installed
 	$(PY) -m pipeline.cli run $(ARGS)
 
 # The whole suite on the TensorFlow backend (tests/test_without_tensorflow.py runs Iris on JAX in
-# .venv-notf), then the model zoo again on JAX.
+# .venv-notf), then the model zoo and the training callbacks again on JAX.
 test: $(VENV)/.installed $(NOTF_VENV)/.installed
-	$(PY) -m pytest -n 2 $(ARGS)
-	KERAS_BACKEND=jax $(PY) -m pytest -n 2 tests/models $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist loadscope tests/models tests/test_callbacks.py $(ARGS)
 
 # The CPU benchmarks of docs/benchmarks.md, each printing its table (about 15 minutes on 2 cores).
 bench: $(VENV)/.installed

@@ -10,6 +10,19 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Modules with slow tests first, for `pytest -n 2 --dist loadscope` (`make test`).
+
+    `loadscope` sends each module to one worker, which builds its
+    module-scoped fixtures (a trained model, a preprocessed dataset, three
+    pipeline runs) once, not once per worker; taking the long modules first
+    lets the workers finish together rather than one waiting on a long module
+    picked up last.
+    """
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import keras
