@@ -4,11 +4,15 @@ Ingest and preprocess write splits in row groups of about 64 MiB, so a row
 group is the unit of reading and of memory. `ParquetBatches` is a
 `keras.utils.PyDataset`: each epoch it visits the row groups in a new random
 order and the rows of each group in a new random order, cuts them into
-batches, and converts each batch with the task's `arrays`. On the TensorFlow
-backend, `streamed` hands `tf.data` chunks of rows instead, and `tf.data`
-cuts and prefetches the batches in C++ (`bench/input_pipeline.py` measures
-both against preloaded arrays). Its memory is bounded by `workers + 1` row
-groups, whatever the split's size. `train.input` picks it
+batches, and converts each batch with the task's `arrays`. Decoding a row
+group is the costly part (Parquet's nested lists, as images and token ids
+are stored, decode at about 0.5 GB/s), so reader threads decode the next
+`read_ahead` groups of the epoch while batches are cut from the current
+one. On the TensorFlow backend, `streamed` hands `tf.data` chunks of rows
+instead, and `tf.data` cuts and prefetches the batches in C++
+(`bench/input_pipeline.py` measures both against preloaded arrays). Its
+memory is bounded by `workers + read_ahead + 1` row groups, whatever the
+split's size. `train.input` picks it
 (`stream`) or the whole split as arrays (`memory`); `auto` streams a split
 whose arrays would take more than `train.stream_above_mib`.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,46 +63,55 @@ class ParquetBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, split_dir: Path, task, transform: dict[str, Any], batch_size: int, *,
-                 shuffle: bool = True, seed: int = 0, workers: int = 1, max_queue_size: int = 16):
+                 shuffle: bool = True, seed: int = 0, workers: int = 1, read_ahead: int = 4,
+                 max_queue_size: int = 16):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.task, self.transform, self.batch_size = task, transform, batch_size
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.read_ahead = shuffle, seed, 0, read_ahead
         self.groups: list[tuple[Path, int, int]] = []
         for path in split_files(split_dir):
             metadata = pq.ParquetFile(path).metadata
             self.groups += [(path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)]
         self.num_rows = sum(rows for *_, rows in self.groups)
-        self._cache: OrderedDict[int, tuple[pa.Table, np.ndarray | None]] = OrderedDict()
+        self._reader = ThreadPoolExecutor(max(1, read_ahead), thread_name_prefix="parquet-batches")
+        self._groups: OrderedDict[int, Future] = OrderedDict()
         self._lock = threading.Lock()
         self._plan_epoch()
 
-    def _rng(self, *key: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, *key])
-
     def _plan_epoch(self) -> None:
-        order = self._rng().permutation(len(self.groups)) if self.shuffle else range(len(self.groups))
-        self.batches = [(int(g), start) for g in order for start in range(0, self.groups[g][2], self.batch_size)]
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.groups)) if self.shuffle \
+            else range(len(self.groups))
+        self.group_order = [int(g) for g in order]
+        self._position = {g: i for i, g in enumerate(self.group_order)}
+        self.batches = [(g, start) for g in self.group_order for start in range(0, self.groups[g][2], self.batch_size)]
         with self._lock:
-            self._cache.clear()
+            self._groups.clear()
 
-    def _group(self, index: int) -> tuple[pa.Table, np.ndarray | None]:
+    def _read(self, index: int, epoch: int) -> pa.Table:
+        """A row group, its rows in the epoch's order (on a reader thread)."""
+        path, group, rows = self.groups[index]
+        table = pq.ParquetFile(path).read_row_group(group)
+        return table.take(np.random.default_rng([self.seed, epoch, index]).permutation(rows)) if self.shuffle \
+            else table
+
+    def _group(self, index: int) -> pa.Table:
+        """The row group `index`; starts reading the `read_ahead` groups after it in this epoch's order."""
         with self._lock:
-            if index not in self._cache:
-                path, group, rows = self.groups[index]
-                order = self._rng(index).permutation(rows) if self.shuffle else None
-                self._cache[index] = (pq.ParquetFile(path).read_row_group(group), order)
-                while len(self._cache) > self.workers + 1:
-                    self._cache.popitem(last=False)
-            return self._cache[index]
+            position = self._position[index]
+            for following in self.group_order[position:position + self.read_ahead + 1]:
+                if following not in self._groups:
+                    self._groups[following] = self._reader.submit(self._read, following, self.epoch)
+            while len(self._groups) > self.workers + self.read_ahead + 1:
+                self._groups.popitem(last=False)
+            pending = self._groups.get(index) or self._reader.submit(self._read, index, self.epoch)
+        return pending.result()
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def _arrays(self, group: int, start: int, count: int):
         """The task's `(x, y)` of `count` rows of a row group, from `start` in this epoch's order."""
-        table, order = self._group(group)
-        rows = table.slice(start, count) if order is None else table.take(order[start:start + count])
-        return self.task.arrays(table_columns(rows), self.transform)
+        return self.task.arrays(table_columns(self._group(group).slice(start, count)), self.transform)
 
     def __getitem__(self, index: int):
         group, start = self.batches[index]

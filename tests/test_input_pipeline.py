@@ -55,11 +55,11 @@ def test_tf_dataset_yields_every_row_once_per_epoch_in_full_batches(split_dir):
     assert [len(x) for x, _ in dataset] == [32] * 31 + [8]
 
 
-def test_holds_at_most_workers_plus_one_row_groups(split_dir):
-    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=10, seed=0, workers=2)
+def test_holds_at_most_workers_plus_read_ahead_plus_one_row_groups(split_dir):
+    dataset = ParquetBatches(split_dir, RowsTask(), {}, batch_size=10, seed=0, workers=2, read_ahead=2)
     for i in range(len(dataset)):
         dataset[i]
-        assert len(dataset._cache) <= 3
+        assert len(dataset._groups) <= 5
 
 
 def test_unshuffled_split_reads_in_file_order(split_dir):
