@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import keras
 import mlflow
@@ -89,3 +90,20 @@ class CacheSavingSkipsets(keras.callbacks.Callback):
             key = f"saving_attr_skiplist_{obj_type}"
             if global_state.get_global_attribute(key) is None:
                 global_state.set_global_attribute(key, saving_lib.get_attr_skipset(obj_type))
+
+
+def training_callbacks(backup_dir: Path, early_stopping_patience: int) -> list[keras.callbacks.Callback]:
+    """The train component's callbacks, in the order they run at each epoch's end.
+
+    The checkpoint is written before early stopping may restore the best
+    weights, and MLflow logs last. None defines a batch hook that makes Keras
+    wait on each step (tests/test_callbacks.py checks it on JAX).
+    """
+    return [
+        StopOnNonFiniteLoss(),
+        CacheSavingSkipsets(),
+        EpochBackupAndRestore(str(backup_dir)),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping_patience,
+                                      restore_best_weights=True),
+        EpochMlflowCallback(),
+    ]

@@ -88,7 +88,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
     from components import distribution
-    from components.callbacks import CacheSavingSkipsets, EpochBackupAndRestore, EpochMlflowCallback, StopOnNonFiniteLoss
+    from components.callbacks import training_callbacks
     from tasks import get_task
     from tasks.serving import log_pyfunc_model
 
@@ -116,15 +116,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
             **data.fit_arguments,
             epochs=settings.epochs,
             verbose=0,
-            callbacks=[
-                StopOnNonFiniteLoss(),
-                CacheSavingSkipsets(),
-                EpochBackupAndRestore(str(backup)),
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True
-                ),
-                EpochMlflowCallback(),
-            ],
+            callbacks=training_callbacks(backup, settings.early_stopping_patience),
         )
     shutil.rmtree(backup, ignore_errors=True)
 

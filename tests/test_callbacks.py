@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 from keras.src.saving import saving_lib
 
-from components.callbacks import (
-    CacheSavingSkipsets,
-    EpochBackupAndRestore,
-    EpochMlflowCallback,
-    NonFiniteLossError,
-    StopOnNonFiniteLoss,
-)
+from components.callbacks import CacheSavingSkipsets, NonFiniteLossError, training_callbacks
 from tests.helpers import use_mlflow_store
 
 
@@ -24,13 +18,6 @@ def _model():
     model = keras_models.build_model("mlp", InputSpec((4,)), OutputSpec("classification", 3))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return model
-
-
-def _train_callbacks(backup):
-    """The train component's callbacks, in its order."""
-    return [StopOnNonFiniteLoss(), CacheSavingSkipsets(), EpochBackupAndRestore(str(backup)),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
-            EpochMlflowCallback()]
 
 
 def test_checkpoints_reuse_the_saving_skipsets_and_still_restore(tmp_path):
@@ -65,7 +52,7 @@ def test_batch_hooks_run_off_the_training_thread_where_the_backend_allows(tmp_pa
     probe.async_safe = True
     with mlflow.start_run() as run:
         history = _model().fit(*iris, batch_size=32, epochs=3, validation_split=0.2, verbose=0,
-                               callbacks=[*_train_callbacks(tmp_path / "backup"), probe])
+                               callbacks=[*training_callbacks(tmp_path / "backup", 5), probe])
     assert len(threads) == 3 * 4
     off_the_training_thread = {ident != threading.get_ident() for ident in threads}
     assert off_the_training_thread == {keras.backend.backend() != "tensorflow"}  # TF's backend is not thread-safe
@@ -82,5 +69,5 @@ def test_a_nan_loss_stops_fitting_before_its_epoch_is_checkpointed(tmp_path, iri
     x[70, 0] = np.inf  # in batch 3 of 32-row batches
     with mlflow.start_run(), pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 1, batch [34] "):
         _model().fit(x, y, batch_size=32, epochs=3, shuffle=False, validation_split=0.2, verbose=0,
-                     callbacks=_train_callbacks(tmp_path / "backup"))
+                     callbacks=training_callbacks(tmp_path / "backup", 5))
     assert not list((tmp_path / "backup").glob("*.weights.h5"))
