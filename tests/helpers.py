@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -37,20 +41,42 @@ def config_for(recipe: str = "iris_mlp", **overrides) -> PipelineConfig:
     return load_config(recipe, overrides)
 
 
-def use_mlflow_store(directory: Path) -> str:
-    """Points MLflow at a fresh SQLite store in `directory`, with an experiment selected."""
+@functools.cache
+def _empty_store() -> Path:
+    """An empty SQLite MLflow store at the schema's head, built once per test process."""
     import mlflow
 
-    uri = f"sqlite:///{Path(directory) / 'mlflow.db'}"
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-store-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    mlflow.MlflowClient(f"sqlite:///{directory / 'mlflow.db'}").search_experiments(max_results=1)
+    return directory / "mlflow.db"
+
+
+def new_sqlite_store(directory: Path) -> str:
+    """A new, empty SQLite MLflow store `directory/mlflow.db`; returns its URI.
+
+    Creating a store runs every one of MLflow's schema migrations (1.5–2 s of
+    a core); the tests create dozens, so each is a copy of one built once.
+    """
+    path = Path(directory) / "mlflow.db"
+    shutil.copyfile(_empty_store(), path)
+    return f"sqlite:///{path}"
+
+
+def use_mlflow_store(directory: Path) -> str:
+    """Points MLflow at a new SQLite store in `directory`, with an experiment selected."""
+    import mlflow
+
+    uri = new_sqlite_store(directory)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("tests")
     return uri
 
 
 def mlflow_server_command(root: Path, port: int, *extra: str) -> list[str]:
-    """An MLflow tracking server on 127.0.0.1 with its SQLite store and artifacts under `root`."""
+    """An MLflow tracking server on 127.0.0.1 with a new SQLite store and its artifacts under `root`."""
     return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--backend-store-uri", new_sqlite_store(root),
             "--artifacts-destination", str(root / "artifacts"), "--workers", "1", *extra]
 
 

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
-from tests.helpers import config_for, use_mlflow_store
+from tests.helpers import config_for, new_sqlite_store, use_mlflow_store
 
 
 def test_a_nan_loss_stops_training_naming_its_epoch_and_batch(iris):
@@ -58,7 +58,7 @@ def test_sigkill_in_each_component_then_the_same_command_finishes_the_work_once(
     import mlflow
 
     root = Path(__file__).resolve().parents[1]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_sqlite_store(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "kills"}
     args = ["run", "--recipe", "iris_mlp", "--output-dir", str(tmp_path / "artifacts"), "--epochs", "8",
             "--tuner", "random", "--max-trials", "3", "--set", "tune.epochs=4",
@@ -127,7 +127,7 @@ def test_two_pipelines_started_at_once_share_finished_work_and_keep_their_own_ru
     import mlflow
 
     root = Path(__file__).resolve().parents[1]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_sqlite_store(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "together"}
     common = ["--output-dir", str(tmp_path / "artifacts"), "--tuner", "none", "--epochs", "30"]
     processes = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--recipe", recipe, *common],

@@ -32,11 +32,11 @@ def pipeline_run(mlflow_server, tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
         config = load_config("iris_mlp", {"output_dir": str(tmp_path_factory.mktemp("artifacts")),
-                                          "max_trials": 3, "tune.epochs": 15, "epochs": 80})
+                                          "max_trials": 3, "tune.epochs": 8, "epochs": 40})
         first = run_pipeline(config)
         second = run_pipeline(config)
         retrained = run_pipeline(load_config("iris_mlp", {**config.model_dump(include={"output_dir"}),
-                                                          "max_trials": 3, "tune.epochs": 15, "epochs": 81}))
+                                                          "max_trials": 3, "tune.epochs": 8, "epochs": 41}))
         yield config, first, second, retrained
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

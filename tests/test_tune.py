@@ -9,23 +9,28 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.helpers import config_for, run_component
+from tests.helpers import config_for, new_sqlite_store, run_component
 
 
-@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
-def test_each_tuner_logs_every_trial_as_a_nested_run(tuner, iris_preprocessed, tmp_path, local_mlflow):
-    config = config_for(tuner=tuner, max_trials=3, **{"tune.epochs": 6})
-    summary = run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+def assert_each_trial_is_a_nested_run(summary: dict, output: Path) -> None:
+    """The tune run's trials are its nested runs, and the best one is the lowest `val_loss` of them."""
     tune_run = mlflow.search_runs(filter_string="attributes.run_name = 'tune'").iloc[0]
-    best = json.loads((tmp_path / "best_hparams.json").read_text())
+    best = json.loads((output / "best_hparams.json").read_text())
     assert set(best["hparams"]) == {"num_layers", "units", "activation", "dropout", "l2"}
     assert 1e-4 <= best["learning_rate"] <= 3e-2
-    trials = json.loads((tmp_path / "trials.json").read_text())
+    trials = json.loads((output / "trials.json").read_text())
     runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{tune_run.run_id}'")
     assert len(runs) == len(trials) == summary["num_trials"] >= 3
     assert runs["params.units"].notna().all() and runs["metrics.val_accuracy"].notna().all()
     assert best["objective"] == "val_loss"
     assert best["score"] == min(t["score"] for t in trials if t["score"] is not None)
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])  # Hyperband: its own test below
+def test_each_tuner_logs_every_trial_as_a_nested_run(tuner, iris_preprocessed, tmp_path, local_mlflow):
+    config = config_for(tuner=tuner, max_trials=3, **{"tune.epochs": 6})
+    summary = run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+    assert_each_trial_is_a_nested_run(summary, tmp_path)
 
 
 def _trial_runs(tune_run_id: str):
@@ -57,7 +62,8 @@ def test_a_distributed_search_runs_each_trial_once_under_the_one_tune_run(iris_p
 def test_hyperband_trials_cut_short_are_tagged_with_the_epochs_they_ran(iris_preprocessed, tmp_path, local_mlflow):
     """With 3 epochs and factor 3, Hyperband's first bracket trains models for 1 epoch and continues the best."""
     config = config_for(tuner="hyperband", **{"tune.epochs": 3})
-    run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+    summary = run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
+    assert_each_trial_is_a_nested_run(summary, tmp_path)
     runs = _trial_runs(mlflow.last_active_run().info.run_id)
     tags = [r.data.tags for r in runs]
     assert all(t["epochs_budget"] == "3" and t["stopped_early"] in ("true", "false") for t in tags)
@@ -93,13 +99,12 @@ def _alive(pid: int) -> bool:
 def test_a_killed_distributed_search_resumes_and_logs_each_trial_once(tmp_path):
     """SIGKILL the pipeline once a trial is logged: its chief and workers exit, and the same command finishes."""
     root = Path(__file__).resolve().parents[1]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_sqlite_store(tmp_path)  # before the pipeline starts: two processes migrating a new one collide
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "resume"}
     command = [sys.executable, "-m", "pipeline.cli", "tune", "--output-dir", str(tmp_path / "artifacts"),
                "--tuner", "random", "--max-trials", "4", "--workers", "2", "--set", "tune.epochs=3"]
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    client.search_experiments()  # creates the store now: two processes migrating a new one at once collide
     log = tmp_path / "killed.log"
     with open(log, "w") as handle:
         pipeline = subprocess.Popen(command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT)

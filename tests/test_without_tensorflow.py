@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import new_sqlite_store
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +83,7 @@ def mlflow_store(directory: Path) -> str:
     """A SQLite store whose experiment keeps its artifacts in `directory` too, not under the working directory."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    uri = new_sqlite_store(directory)
     MlflowClient(uri).create_experiment(EXPERIMENT, artifact_location=(directory / "mlartifacts").as_uri())
     return uri
 
@@ -164,7 +166,7 @@ def test_categorical_columns_stop_training_before_it_starts(notf_python, tmp_pat
 
 def test_text_task_names_what_needs_tensorflow(notf_python, tmp_path):
     done = run_notf(notf_python, ["-m", "pipeline.cli", "train", "--recipe", "mr_cnn1d",
-                                  "--output-dir", str(tmp_path / "out")], f"sqlite:///{tmp_path / 'mlflow.db'}")
+                                  "--output-dir", str(tmp_path / "out")], new_sqlite_store(tmp_path))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("error: Task 'text_classification'")
