@@ -6,13 +6,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
-if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    # TensorFlow sizes its thread pools to every core; `pytest -n N` workers that each do so
-    # oversubscribe the machine (with 2 workers on 2 cores the model tests ran 8–17% slower).
-    # Each worker, and the pipelines it starts, gets its share of the cores instead.
-    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(_name, _threads)
 
 import pytest
 
