@@ -1,6 +1,9 @@
 """The whole pipeline against a real MLflow tracking server on localhost."""
 
 import os
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +14,35 @@ from sklearn.datasets import load_iris
 from tests.helpers import free_port, mlflow_server_command, start_mlflow_server, stop_mlflow_server
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
+    """A tracking server behind MLflow's basic-auth app; the module's clients take credentials from the environment."""
     root = tmp_path_factory.mktemp("server")
+    password = f"pw-{secrets.token_hex(12)}"
+    ini = root / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # one PBKDF2 check per minute, not per request
+    )
     port = free_port()
-    process = start_mlflow_server(mlflow_server_command(root, port), root / "server.log")
-    yield f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    process = start_mlflow_server(mlflow_server_command(root, port, "--app-name", "basic-auth"),
+                                  root / "server.log", env=env)
+    url = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", url)
+        patch.setenv(CREDENTIALS[0], "admin")
+        patch.setenv(CREDENTIALS[1], password)
+        yield url, password
     stop_mlflow_server(process)
 
 
@@ -29,7 +53,6 @@ def pipeline_run(mlflow_server, tmp_path_factory):
     from pipeline.config import load_config
     from pipeline.runner import run_pipeline
 
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
         config = load_config("iris_mlp", {"output_dir": str(tmp_path_factory.mktemp("artifacts")),
                                           "max_trials": 3, "tune.epochs": 8, "epochs": 40})
@@ -39,7 +62,6 @@ def pipeline_run(mlflow_server, tmp_path_factory):
                                                           "max_trials": 3, "tune.epochs": 8, "epochs": 41}))
         yield config, first, second, retrained
     finally:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
         while mlflow.active_run():
             mlflow.end_run()
 
@@ -48,7 +70,7 @@ def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
     from mlflow import MlflowClient
 
     config, first, _, retrained = pipeline_run
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server[0])
     parent = client.get_run(first.run_id)
     assert parent.data.metrics["test_accuracy"] >= 0.9
     children = client.search_runs([parent.info.experiment_id],
@@ -79,7 +101,7 @@ def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):
     import mlflow
 
     config, _, _, _ = pipeline_run
-    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server[0])
     model = mlflow.pyfunc.load_model(f"models:/{config.registered_model_name}@champion")
     iris = load_iris(as_frame=True)
     rows = iris.frame.drop(columns="target").rename(columns=lambda c: c.replace(" (cm)", "_cm").replace(" ", "_"))
@@ -103,54 +125,35 @@ def test_unchanged_components_are_reused_and_training_change_reruns_downstream(p
     assert isinstance(pd.DataFrame([first.test_metrics]), pd.DataFrame)
 
 
-def test_basic_auth_server_takes_credentials_from_the_environment_and_never_logs_them(tmp_path):
-    import secrets
-    import subprocess
-    import sys
-
+def test_basic_auth_server_takes_credentials_from_the_environment_and_never_logs_them(
+    pipeline_run, mlflow_server, tmp_path
+):
+    """The CLI is refused without credentials; with them, nothing the pipelines wrote holds the password."""
     import mlflow
 
-    password = f"pw-{secrets.token_hex(12)}"
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{tmp_path / 'auth.db'}\nadmin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "auth_cache_ttl_seconds = 60\n"  # one PBKDF2 check per minute, not per request
-    )
-    port = free_port()
-    server_env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-                  "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
-    command = mlflow_server_command(tmp_path, port, "--app-name", "basic-auth")
-    server = start_mlflow_server(command, tmp_path / "server.log", env=server_env)
-    url = f"http://127.0.0.1:{port}"
-    root = Path(__file__).resolve().parents[1]
-    run = ["run", "--recipe", "iris_mlp", "--tuner", "none", "--epochs", "5", "--output-dir", str(tmp_path / "out")]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": "auth"}
-    try:
-        refused = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=root, env=env,
-                                 capture_output=True, text=True)
-        assert refused.returncode == 1 and "error code 401" in refused.stderr
-        assert "Traceback" not in refused.stderr
-        credentials = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
-        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=root, env={**env, **credentials},
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert password not in done.stdout + done.stderr
+    config, _, _, retrained = pipeline_run
+    url, password = mlflow_server
+    # The retrained run's settings: every component is a cache hit, and the champion stays where it is.
+    run = ["run", "--recipe", "iris_mlp", "--max-trials", "3", "--set", "tune.epochs=8", "--epochs", "41",
+           "--output-dir", config.output_dir]
+    without = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+    refused = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=ROOT, env=without,
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and "error code 401" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", *run], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert password not in done.stdout + done.stderr
 
-        os.environ.update(credentials)
-        mlflow.set_tracking_uri(url)
-        client = mlflow.MlflowClient()
-        runs = client.search_runs([client.get_experiment_by_name("auth").experiment_id])
-        assert {r.info.run_name for r in runs} >= {"iris_mlp", "ingest", "preprocess", "train", "evaluate"}
-        for logged in runs:
-            assert all(password not in str(v) for v in {**logged.data.params, **logged.data.tags}.values())
-            downloaded = Path(mlflow.artifacts.download_artifacts(run_id=logged.info.run_id,
-                                                                 dst_path=str(tmp_path / logged.info.run_id)))
-            files = [f for f in downloaded.rglob("*") if f.is_file()]
-            assert all(password.encode() not in f.read_bytes() for f in files)
-        assert all(password.encode() not in f.read_bytes() for f in (tmp_path / "out").rglob("*") if f.is_file())
-    finally:
-        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            os.environ.pop(key, None)
-        stop_mlflow_server(server)
+    mlflow.set_tracking_uri(url)
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(retrained.run_id).info.experiment_id
+    runs = client.search_runs([experiment])
+    assert {r.info.run_name for r in runs} >= {"iris_mlp", "ingest", "preprocess", "tune", "train", "evaluate"}
+    for logged in runs:
+        assert all(password not in str(v) for v in {**logged.data.params, **logged.data.tags}.values())
+        downloaded = Path(mlflow.artifacts.download_artifacts(run_id=logged.info.run_id,
+                                                             dst_path=str(tmp_path / logged.info.run_id)))
+        files = [f for f in downloaded.rglob("*") if f.is_file()]
+        assert all(password.encode() not in f.read_bytes() for f in files)
+    assert all(password.encode() not in f.read_bytes() for f in Path(config.output_dir).rglob("*") if f.is_file())

@@ -39,26 +39,6 @@ def _trial_runs(tune_run_id: str):
     return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tune_run_id}'")
 
 
-def test_a_distributed_search_runs_each_trial_once_under_the_one_tune_run(iris_preprocessed, tmp_path, local_mlflow):
-    """A chief and 2 worker processes share the oracle over gRPC; the trials nest under the launching run."""
-    config = config_for(tuner="random", max_trials=4, **{"tune.epochs": 3, "tune.workers": 2})
-    summary = run_component("tune", config, {"preprocess": iris_preprocessed / "preprocess"}, tmp_path)
-    tune_run = mlflow.last_active_run()
-    runs = _trial_runs(tune_run.info.run_id)
-    trial_ids = [r.data.tags["trial_id"] for r in runs]
-    assert len(trial_ids) == len(set(trial_ids)) == summary["num_trials"] == 4
-    assert {r.data.tags["tuner_id"] for r in runs} <= {"tuner0", "tuner1"}  # never the chief, never in-process
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert all("val_accuracy" in r.data.metrics and "units" in r.data.params for r in runs)
-    assert tune_run.data.params["tune_workers"] == "2"
-    best = json.loads((tmp_path / "best_hparams.json").read_text())
-    trials = json.loads((tmp_path / "trials.json").read_text())
-    assert sorted(t["trial_id"] for t in trials) == sorted(trial_ids)
-    assert best["trial_id"] in trial_ids and best["score"] == min(t["score"] for t in trials)
-    assert {p.name for p in (tmp_path / "tuner" / "cluster").glob("*.log")} == {"chief.log", "tuner0.log",
-                                                                                  "tuner1.log"}
-
-
 def test_hyperband_trials_cut_short_are_tagged_with_the_epochs_they_ran(iris_preprocessed, tmp_path, local_mlflow):
     """With 3 epochs and factor 3, Hyperband's first bracket trains models for 1 epoch and continues the best."""
     config = config_for(tuner="hyperband", **{"tune.epochs": 3})
@@ -97,7 +77,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_a_killed_distributed_search_resumes_and_logs_each_trial_once(tmp_path):
-    """SIGKILL the pipeline once a trial is logged: its chief and workers exit, and the same command finishes."""
+    """A chief and 2 worker processes share the oracle over gRPC, the trials nested under the one tune run.
+
+    SIGKILL the pipeline once a trial is logged: its chief and workers exit, and the same command finishes.
+    """
     root = Path(__file__).resolve().parents[1]
     uri = new_sqlite_store(tmp_path)  # before the pipeline starts: two processes migrating a new one collide
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "resume"}
@@ -128,6 +111,18 @@ def test_a_killed_distributed_search_resumes_and_logs_each_trial_once(tmp_path):
     experiment = client.get_experiment_by_name("resume").experiment_id
     (tune,) = client.search_runs([experiment], "attributes.run_name = 'tune' and tags.cache_hit = 'false'")
     assert tune.info.status == "FINISHED" and tune.data.tags["resumed"] == "true"
-    trials = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
-    assert sorted(t.data.tags["trial_id"] for t in trials) == ["0", "1", "2", "3"]
-    assert {t.info.status for t in trials} == {"FINISHED"}
+    assert tune.data.params["tune_workers"] == "2"
+    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
+    trial_ids = sorted(r.data.tags["trial_id"] for r in runs)
+    assert trial_ids == ["0", "1", "2", "3"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["tuner_id"] for r in runs} <= {"tuner0", "tuner1"}  # never the chief, never in-process
+    assert all("val_accuracy" in r.data.metrics and "units" in r.data.params for r in runs)
+    (best_file,) = (tmp_path / "artifacts").rglob("best_hparams.json")
+    output = best_file.parent
+    best = json.loads(best_file.read_text())
+    trials = json.loads((output / "trials.json").read_text())
+    assert sorted(t["trial_id"] for t in trials) == trial_ids
+    assert best["score"] == min(t["score"] for t in trials)
+    logs = {p.name for p in (output / "tuner" / "cluster").glob("*.log")}
+    assert logs == {"chief.log", "tuner0.log", "tuner1.log"}
