@@ -38,12 +38,16 @@ def assert_training_lowers_loss(
 
 
 def assert_runs_mixed_bfloat16(name, input_spec, output_spec, inputs, **hparams) -> None:
-    """Builds under `mixed_bfloat16`: variables stay float32, outputs are finite float32."""
+    """Builds under `mixed_bfloat16`: variables stay float32, outputs are finite float32.
+
+    The forward pass is the compiled predict step, as in training and serving: called eagerly, JAX
+    would compile every op on its own (20 s against 5 s for GoogLeNet on this project's CPU machine).
+    """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_model(name, input_spec, output_spec, **hparams)
-        outputs = model(inputs, training=False)
+        outputs = model.predict_on_batch(inputs)
     finally:
         keras.config.set_dtype_policy(previous)
     assert all(v.dtype == "float32" for v in model.trainable_variables)
