@@ -6,8 +6,8 @@ directory on TensorFlow and again on JAX.
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 
 from keras_models import build_model
 from keras_models.registry import count_parameters
