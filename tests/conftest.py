@@ -14,21 +14,6 @@ os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 import pytest
 
 
-def pytest_configure(config):
-    """Under pytest-xdist, each worker's TensorFlow runs its ops on one thread: its share of two cores.
-
-    Set on this process's runtime, not through the environment, so the pipelines, Keras Tuner
-    workers and servers that the system tests start keep every core while their test waits.
-    """
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers and os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        import tensorflow as tf
-
-        threads = max(1, (os.cpu_count() or 1) // int(workers))
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
 def pytest_collection_modifyitems(items):
     """Modules with slow tests first, for `pytest -n 2 --dist loadscope` (`make test`).
 
