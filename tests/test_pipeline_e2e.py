@@ -15,8 +15,6 @@ from tests.helpers import free_port, mlflow_server_command, start_mlflow_server,
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-
-
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
