@@ -5,6 +5,8 @@ sparse mask over the input features with an attentive transformer and
 processes the selected features with a feature transformer of GLU blocks; the
 ReLU outputs of the steps are summed into the decision. The per-step masks say
 which features the model used for each example (`tabnet_feature_masks`).
+`TabNetPretrainer` pretrains the encoder without labels by reconstructing
+randomly hidden features with a `TabNetDecoder`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ def sparsemax(logits, axis: int = -1):
     threshold = (support_sum - 1.0) / support_size
     outputs = ops.maximum(z - threshold, 0.0)
     return ops.cast(ops.moveaxis(outputs, -1, axis), dtype)
+
+
+def glu_blocks(x, denses, norms, training):
+    """TabNet's feature transformer: GLU blocks (dense → batch norm → GLU).
+
+    After the first block each adds its input and scales by √0.5, which keeps the variance.
+    """
+    for j, (dense, norm) in enumerate(zip(denses, norms)):
+        h = norm(dense(x), training=training)
+        width = dense.units // 2
+        h = h[..., :width] * ops.sigmoid(h[..., width:])
+        x = h if j == 0 else (x + h) * math.sqrt(0.5)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="keras_models")
@@ -153,21 +168,19 @@ class TabNetEncoder(keras.layers.Layer):
         self.attention_norm = [norm(f"attention_{i}_norm", num_features) for i in range(self.n_steps)]
 
     def _feature_transformer(self, x, step, training):
-        width = self.n_d + self.n_a
-        blocks = zip(self.shared_dense + self.step_dense[step], self.step_norms[step])
-        for j, (dense, norm) in enumerate(blocks):
-            h = norm(dense(x), training=training)
-            h = h[..., :width] * ops.sigmoid(h[..., width:])
-            x = h if j == 0 else (x + h) * math.sqrt(0.5)
-        return x
+        return glu_blocks(x, self.shared_dense + self.step_dense[step], self.step_norms[step], training)
 
-    def call(self, inputs, training=None, return_masks=False):
+    def call(self, inputs, training=None, prior=None, return_masks=False, return_steps=False):
+        """The decision; `return_masks` adds the masks and step importances, `return_steps` the steps' outputs.
+
+        `prior` (shaped like `inputs`) starts the prior scales: pretraining sets it to 0 for hidden features.
+        """
         features = self.input_norm(inputs, training=training)
         attention = self._feature_transformer(features, 0, training)[..., self.n_d :]
-        prior = ops.ones(ops.shape(features), dtype="float32")
+        prior = ops.ones(ops.shape(features), "float32") if prior is None else ops.cast(prior, "float32")
         decision = 0.0
         entropy = 0.0
-        masks, step_importance = [], []
+        masks, steps = [], []
         for i in range(self.n_steps):
             logits = self.attention_norm[i](self.attention_dense[i](attention), training=training)
             mask = sparsemax(ops.cast(logits, "float32") * prior)
@@ -180,10 +193,13 @@ class TabNetEncoder(keras.layers.Layer):
             decision = decision + step_decision
             attention = x[..., self.n_d :]
             masks.append(mask)
-            step_importance.append(ops.sum(ops.cast(step_decision, "float32"), axis=-1))
+            steps.append(step_decision)
         if self.sparsity_coefficient:
             self.add_loss(self.sparsity_coefficient * entropy / self.n_steps)
+        if return_steps:
+            return decision, ops.stack(steps)
         if return_masks:
+            step_importance = [ops.sum(ops.cast(step, "float32"), axis=-1) for step in steps]
             return decision, ops.stack(masks), ops.stack(step_importance)
         return decision
 
@@ -206,6 +222,139 @@ class TabNetEncoder(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class TabNetDecoder(keras.layers.Layer):
+    """TabNet's decoder for self-supervised pretraining (Arik & Pfister 2021, Figure 4b).
+
+    Each decision step's output `ReLU(d[i])` goes through a feature transformer
+    of its own (`n_shared` GLU blocks shared by the steps, then `n_independent`
+    step-specific ones); their sum is mapped to the features by one dense layer.
+
+    Args:
+        num_features: int, width of the reconstructed feature vector.
+        n_steps: int, the encoder's decision steps.
+        n_shared: int, GLU blocks shared across steps.
+        n_independent: int, step-specific GLU blocks.
+        momentum: float, batch-normalisation momentum.
+        **kwargs: base `keras.layers.Layer` arguments such as `name` and `dtype`.
+    """
+
+    def __init__(self, num_features, n_steps, n_shared=1, n_independent=1, momentum=0.98, **kwargs):
+        super().__init__(**kwargs)
+        self.num_features = num_features
+        self.n_steps = n_steps
+        self.n_shared = n_shared
+        self.n_independent = n_independent
+        self.momentum = momentum
+
+    def build(self, steps_shape):
+        *batch, n_d = steps_shape[1:]
+
+        def built(layer, dim):
+            layer.build((*batch, dim))
+            return layer
+
+        def dense(units, name):
+            return built(keras.layers.Dense(units, use_bias=False, dtype=self.dtype_policy, name=name), n_d)
+
+        self.shared_dense = [dense(2 * n_d, f"shared_glu_{j}_dense") for j in range(self.n_shared)]
+        self.step_dense = [
+            [dense(2 * n_d, f"step_{i}_glu_{self.n_shared + j}_dense") for j in range(self.n_independent)]
+            for i in range(self.n_steps)
+        ]
+        self.step_norms = [
+            [
+                built(keras.layers.BatchNormalization(
+                    momentum=self.momentum, dtype=self.dtype_policy, name=f"step_{i}_glu_{j}_norm"
+                ), 2 * n_d)
+                for j in range(self.n_shared + self.n_independent)
+            ]
+            for i in range(self.n_steps)
+        ]
+        self.reconstruction = dense(self.num_features, "reconstruction")
+
+    def call(self, steps, training=None):
+        decoded = 0.0
+        for i in range(self.n_steps):
+            decoded += glu_blocks(steps[i], self.shared_dense + self.step_dense[i], self.step_norms[i], training)
+        return self.reconstruction(decoded)
+
+    def compute_output_shape(self, steps_shape):
+        return (*steps_shape[1:-1], self.num_features)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_features": self.num_features,
+                "n_steps": self.n_steps,
+                "n_shared": self.n_shared,
+                "n_independent": self.n_independent,
+                "momentum": self.momentum,
+            }
+        )
+        return config
+
+
+class TabNetPretrainer(keras.Model):
+    """TabNet's self-supervised pretraining: reconstruct hidden features from the visible ones.
+
+    Takes `(features, hidden)`, `hidden` being 1 where a feature is masked out.
+    The encoder reads `(1 - hidden) ⊙ features`, its prior scales starting at
+    `1 - hidden` so that attention goes to the visible features; the decoder
+    reconstructs every feature (`reconstruction_loss` scores the hidden ones).
+    The encoder is the classifier's own layer, so fitting this model pretrains
+    the classifier in place.
+
+    Args:
+        encoder: the `TabNetEncoder` of a model built by `build_model("tabnet", ...)`.
+        num_features: int, width of the feature vector.
+        n_shared: int, the decoder's GLU blocks shared across steps.
+        n_independent: int, the decoder's step-specific GLU blocks.
+    """
+
+    def __init__(self, encoder: TabNetEncoder, num_features: int, n_shared: int = 1, n_independent: int = 1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = TabNetDecoder(
+            num_features, encoder.n_steps, n_shared, n_independent, encoder.momentum, name="tabnet_decoder"
+        )
+
+    def call(self, inputs, training=None):
+        features, hidden = inputs
+        visible = 1.0 - ops.cast(hidden, features.dtype)
+        _, steps = self.encoder(features * visible, training=training, prior=visible, return_steps=True)
+        return self.decoder(steps, training=training)
+
+
+def hide_features(rng: np.random.Generator, shape, rate: float) -> np.ndarray:
+    """A random 0/1 mask hiding each feature of each row with probability `rate`."""
+    return (rng.random(shape) < rate).astype("float32")
+
+
+def reconstruction_loss(feature_std):
+    """TabNet's pretraining loss: squared error on the hidden features, each scaled by 1/variance.
+
+    `y_true` is `[features, hidden]` concatenated on the last axis. A row's
+    loss is its scaled squared error summed over its hidden features and
+    divided by their count (Arik & Pfister 2021, Section 3.3); features of zero
+    spread count with variance 1.
+
+    Args:
+        feature_std: per-feature standard deviation of the train split.
+    """
+    std = np.asarray(feature_std, "float32")
+    inverse_variance = 1.0 / np.square(np.where(std > 0, std, 1.0))
+
+    def loss(y_true, y_pred):
+        features, hidden = ops.split(ops.cast(y_true, "float32"), 2, axis=-1)
+        error = ops.square((ops.cast(y_pred, "float32") - features) * hidden) * inverse_variance
+        return ops.sum(error, axis=-1) / ops.maximum(ops.sum(hidden, axis=-1), 1.0)
+
+    return loss
 
 
 def tabnet_search_space(hp):

@@ -98,10 +98,20 @@ class DataConfig(Section):
 
 
 class TabularClassification(Section):
-    """Rows of numeric and categorical features, one class label."""
+    """Rows of numeric and categorical features, one class label.
+
+    `pretrain_epochs` > 0 pretrains TabNet's encoder on the train features
+    before fitting, as in Arik & Pfister 2021: a `mask_rate` share of each
+    row's features is hidden afresh every epoch and a decoder reconstructs
+    them from the rest, at `pretrain_learning_rate` (default:
+    `train.learning_rate`).
+    """
 
     type: Literal["tabular_classification"] = "tabular_classification"
     categorical: tuple[str, ...] = ()
+    pretrain_epochs: int = Field(0, ge=0)
+    mask_rate: float = Field(0.5, gt=0, lt=1)
+    pretrain_learning_rate: float | None = Field(None, gt=0, lt=10)
 
 
 class ImageClassification(Section):
@@ -307,6 +317,14 @@ class PipelineConfig(Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_task_type(cls, data: Any) -> Any:
+        """A `task` section without `type` (say, only `--set task.pretrain_epochs=50`) is the default task's."""
+        if isinstance(data, dict) and isinstance(data.get("task"), dict) and "type" not in data["task"]:
+            data = {**data, "task": {"type": TabularClassification().type, **data["task"]}}
+        return data
 
     @property
     def registered_model_name(self) -> str:

@@ -246,6 +246,43 @@ class TabularClassification(ClassificationTask):
     def arrays(self, columns, transform):
         return feature_matrix(columns, transform), np.asarray(columns[transform["label"]["name"]], "int32")
 
+    def pretrains(self, config) -> bool:
+        return bool(self.options.pretrain_epochs)
+
+    def pretrain(self, model, x_train, transform, config) -> None:
+        """TabNet's self-supervised pretraining of `model`'s encoder, in place, on the train features.
+
+        Each epoch hides a fresh `mask_rate` share of every row's features; the
+        loss of each epoch is logged to MLflow as `pretrain_loss`.
+        """
+        options = self.options
+        epochs = options.pretrain_epochs
+        if not epochs:
+            return
+        if config.model.name != "tabnet":
+            raise ValueError(
+                f"task.pretrain_epochs={epochs} pretrains TabNet's encoder; model {config.model.name!r} has none. "
+                "Use model.name=tabnet or task.pretrain_epochs=0."
+            )
+        import keras
+        import mlflow
+
+        from keras_models.tabular import TabNetPretrainer, hide_features, reconstruction_loss
+
+        x_train = np.asarray(x_train, "float32")
+        pretrainer = TabNetPretrainer(model.get_layer("tabnet_encoder"), x_train.shape[1], name="tabnet_pretrainer")
+        learning_rate = options.pretrain_learning_rate or config.train.learning_rate
+        pretrainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=reconstruction_loss(x_train.std(0)))
+        rng = np.random.default_rng(config.seed)
+        for epoch in range(epochs):
+            hidden = hide_features(rng, x_train.shape, options.mask_rate)
+            history = pretrainer.fit(
+                (x_train, hidden), np.concatenate([x_train, hidden], axis=1),
+                batch_size=config.train.batch_size, epochs=1, verbose=0,
+            )
+            if mlflow.active_run():
+                mlflow.log_metric("pretrain_loss", float(history.history["loss"][-1]), step=epoch)
+
     def serving_model(self, network, transform):
         return build_serving_model(network, transform)
 

@@ -1,9 +1,16 @@
+import keras
 import numpy as np
 import pytest
-import keras
 
 from keras_models import InputSpec, OutputSpec, build_model
-from keras_models.tabular import save_feature_mask_png, sparsemax, tabnet_feature_masks
+from keras_models.tabular import (
+    TabNetPretrainer,
+    hide_features,
+    reconstruction_loss,
+    save_feature_mask_png,
+    sparsemax,
+    tabnet_feature_masks,
+)
 from tests.models.checks import (
     assert_runs_mixed_bfloat16,
     assert_save_load_identical,
@@ -42,7 +49,8 @@ def test_sparsemax_matches_reference_with_exact_zeros():
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
     assert (p == 0).mean() > 0.3 and (p >= 0).all()
     np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(np.array([[0.0, 0.5, 3.0]]))), [[0, 0, 1]])
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(np.array([[1.0, 1.2, -2.0]]))), [[0.4, 0.6, 0]], atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(np.array([[1.0, 1.2, -2.0]]))), [[0.4, 0.6, 0]],
+                               atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(sparsemax(z.T, axis=0)), p.T, atol=1e-6)
 
 
@@ -78,7 +86,8 @@ def test_tabnet_adds_the_mask_entropy_loss(breast_cancer):
 def test_tabnet_learns_breast_cancer_with_readable_masks(breast_cancer, tmp_path):
     x, y, names = breast_cancer
     model = build_model("tabnet", SPEC_IN, SPEC_OUT, **SMALL)
-    assert_training_lowers_loss(model, x, y, loss="sparse_categorical_crossentropy", epochs=6, learning_rate=1e-2, factor=0.6)
+    assert_training_lowers_loss(model, x, y, loss="sparse_categorical_crossentropy", epochs=6, learning_rate=1e-2,
+                                factor=0.6)
     assert (model.predict(x, verbose=0).argmax(1) == y).mean() >= 0.9
 
     masks, importance = tabnet_feature_masks(model, x[:50])
@@ -90,6 +99,37 @@ def test_tabnet_learns_breast_cancer_with_readable_masks(breast_cancer, tmp_path
     assert (tmp_path / "masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     assert_save_load_identical(model, x[:32], tmp_path)  # the batch shape predict compiled above
+
+
+def test_tabnet_pretraining_reconstructs_hidden_features_in_the_classifiers_encoder(breast_cancer):
+    x = breast_cancer[0]
+    train, held_out = x[:450], x[450:]
+    model = build_model("tabnet", SPEC_IN, SPEC_OUT, **SMALL)
+    encoder = model.get_layer("tabnet_encoder")
+    before = encoder.get_weights()
+    pretrainer = TabNetPretrainer(encoder, 30)
+    loss = reconstruction_loss(train.std(0))
+    pretrainer.compile(optimizer=keras.optimizers.Adam(2e-2), loss=loss)
+
+    hidden = hide_features(np.random.default_rng(1), held_out.shape, 0.5)
+    assert set(np.unique(hidden)) == {0.0, 1.0} and abs(hidden.mean() - 0.5) < 0.05
+    targets = np.concatenate([held_out, hidden], axis=1)
+    held_out_loss = lambda: float(np.mean(keras.ops.convert_to_numpy(  # noqa: E731
+        loss(targets, pretrainer.predict((held_out, hidden), verbose=0)))))
+    # Guessing the train mean of every feature scores about 1 (each error is scaled by 1/variance).
+    assert held_out_loss() > 0.9
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        train_hidden = hide_features(rng, train.shape, 0.5)
+        pretrainer.fit((train, train_hidden), np.concatenate([train, train_hidden], axis=1),
+                       batch_size=64, epochs=1, verbose=0)
+    assert held_out_loss() < 0.75
+
+    # The hidden values never reach the reconstruction, and the classifier's own encoder was trained.
+    scrambled = np.where(hidden == 1, np.random.default_rng(2).normal(size=held_out.shape), held_out)
+    np.testing.assert_allclose(pretrainer.predict((scrambled.astype("float32"), hidden), verbose=0),
+                               pretrainer.predict((held_out, hidden), verbose=0), atol=1e-5)
+    assert any(not np.allclose(a, b) for a, b in zip(encoder.get_weights(), before))
 
 
 def test_tabnet_mixed_bfloat16(breast_cancer):
@@ -105,6 +145,7 @@ def test_tabnet_rejects_bad_hparams():
 
 def test_tabnet_search_space_feeds_the_builder():
     import keras_tuner
+
     from keras_models import search_space
 
     hp = keras_tuner.HyperParameters()

@@ -1,0 +1,44 @@
+"""TabNet's self-supervised pretraining as the tabular task runs it before `fit`."""
+
+import numpy as np
+import pytest
+
+from tasks.tabular import TabularClassification
+from tests.helpers import config_for
+
+
+@pytest.fixture(scope="module")
+def breast_cancer_transform():
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x = ((data.data - data.data.mean(0)) / data.data.std(0)).astype("float32")
+    transform = {
+        "numeric": {name: {"mean": 0.0, "variance": 1.0} for name in data.feature_names},
+        "categorical": {},
+        "label": {"name": "diagnosis", "classes": ["malignant", "benign"]},
+    }
+    return x, transform
+
+
+def test_pretraining_trains_the_tabnet_encoder_and_logs_its_loss(breast_cancer_transform, local_mlflow):
+    import mlflow
+
+    x, transform = breast_cancer_transform
+    config = config_for("breast_cancer_tabnet", **{"task.pretrain_epochs": 3, "train.learning_rate": 0.02})
+    task = TabularClassification(config.task)
+    assert task.pretrains(config)
+    model = task.build_model("tabnet", transform, {"n_d": 8, "n_a": 8, "n_steps": 2}, 0.01)
+    before = model.get_layer("tabnet_encoder").get_weights()
+    with mlflow.start_run() as run:
+        task.pretrain(model, x, transform, config)
+    after = model.get_layer("tabnet_encoder").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(after, before))
+    history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "pretrain_loss")
+    assert [m.step for m in history] == [0, 1, 2] and history[2].value < history[0].value
+
+
+def test_pretraining_needs_tabnet():
+    config = config_for("breast_cancer_mlp", **{"task.pretrain_epochs": 5})
+    with pytest.raises(ValueError, match=r"task.pretrain_epochs=5 pretrains TabNet's encoder; model 'mlp' has none"):
+        TabularClassification(config.task).pretrain(None, np.zeros((2, 3), "float32"), {}, config)
