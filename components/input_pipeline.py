@@ -149,3 +149,23 @@ def streamed(split_dir: Path, task, transform: dict[str, Any], batch_size: int, 
     """What `fit` streams a split from: `tf.data` on the TensorFlow backend, else a `PyDataset`."""
     batches = ParquetBatches(split_dir, task, transform, batch_size, shuffle=shuffle, seed=seed)
     return batches.tf_dataset() if keras.backend.backend() == "tensorflow" else batches
+
+
+def repeated_arrays(x, y, batch_size: int, *, shuffle: bool, seed: int = 0) -> tuple[Any, int]:
+    """Whole-split arrays as an endless `tf.data` stream of batches, and the steps of one pass.
+
+    For `fit` under a `tf.distribute` strategy: given plain arrays (or any
+    finite dataset) Keras builds a new distributed iterator every epoch, for
+    training and again for validation, which costs more than a small
+    dataset's epoch (0.4 s an epoch of Iris on two CPU replicas). An endless
+    stream with `steps_per_epoch` keeps one iterator for the whole fit. Each
+    pass reshuffles, as `fit(shuffle=True)` does, and ends with the same
+    partial batch that fit's own batching would give.
+    """
+    import tensorflow as tf
+
+    rows = len(keras.tree.flatten(y)[0])
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE), -(-rows // batch_size)

@@ -52,10 +52,14 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
     """Streams when `train.input` asks for it (or `auto` finds a large split) and one replica trains.
 
     Several replicas need every batch, the last included, to split evenly
-    over them, which the whole-split arrays guarantee (`plan.shard`).
-    Masked-LM pretraining reads the train split as arrays.
+    over them, which the whole-split arrays guarantee (`plan.shard`); under
+    a `tf.distribute` strategy they repeat endlessly, so that Keras keeps one
+    distributed iterator for the whole fit. Pretraining reads the train split
+    as arrays.
     """
-    from components.input_pipeline import should_stream, streamed
+    import keras
+
+    from components.input_pipeline import repeated_arrays, should_stream, streamed
 
     settings = config.train
     train_dir = preprocess_dir / "transformed" / "train"
@@ -70,10 +74,16 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
         x_train, y_train, _ = load_transformed(preprocess_dir, "train", task)
         x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
         x_train = plan.shard(x_train)
+        batch_size = plan.local_batch_size(settings.batch_size)
+        if plan.replicas > 1 and keras.backend.backend() == "tensorflow":
+            train, steps = repeated_arrays(x_train, y_train, batch_size, shuffle=True, seed=config.seed)
+            evaluation, eval_steps = repeated_arrays(x_eval, y_eval, batch_size, shuffle=False)
+            return TrainingData({"x": train, "steps_per_epoch": steps, "validation_data": evaluation,
+                                 "validation_steps": eval_steps}, x_train, streaming=False)
         return TrainingData({
             "x": x_train, "y": plan.shard(y_train),
             "validation_data": (plan.shard(x_eval), plan.shard(y_eval)),
-            "batch_size": plan.local_batch_size(settings.batch_size),
+            "batch_size": batch_size,
         }, x_train, streaming=False)
     batches = {split: streamed(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
                                shuffle=split == "train", seed=config.seed)
