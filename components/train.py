@@ -25,7 +25,8 @@ SPEC = ComponentSpec(
     inputs=("ingest", "preprocess"),
     optional_inputs=("tune",),
     config_sections=("model", "train", "task", "seed"),
-    code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py", "components/artifact_io.py", "components/input_pipeline.py", "keras_models", "tasks"),
+    code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py",
+          "components/artifact_io.py", "components/input_pipeline.py", "keras_models", "tasks"),
     resumable=True,
     description="Fit the registry model with early stopping and BackupAndRestore; export it with its preprocessing.",
 )
@@ -52,14 +53,10 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
     """Streams when `train.input` asks for it (or `auto` finds a large split) and one replica trains.
 
     Several replicas need every batch, the last included, to split evenly
-    over them, which the whole-split arrays guarantee (`plan.shard`); under
-    a `tf.distribute` strategy they repeat endlessly, so that Keras keeps one
-    distributed iterator for the whole fit. Pretraining reads the train split
-    as arrays.
+    over them, which the whole-split arrays guarantee (`plan.shard`).
+    Pretraining reads the train split as arrays.
     """
-    import keras
-
-    from components.input_pipeline import repeated_arrays, should_stream, streamed
+    from components.input_pipeline import fit_arrays, should_stream, streamed
 
     settings = config.train
     train_dir = preprocess_dir / "transformed" / "train"
@@ -74,17 +71,9 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
         x_train, y_train, _ = load_transformed(preprocess_dir, "train", task)
         x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
         x_train = plan.shard(x_train)
-        batch_size = plan.local_batch_size(settings.batch_size)
-        if plan.replicas > 1 and keras.backend.backend() == "tensorflow":
-            train, steps = repeated_arrays(x_train, y_train, batch_size, shuffle=True, seed=config.seed)
-            evaluation, eval_steps = repeated_arrays(x_eval, y_eval, batch_size, shuffle=False)
-            return TrainingData({"x": train, "steps_per_epoch": steps, "validation_data": evaluation,
-                                 "validation_steps": eval_steps}, x_train, streaming=False)
-        return TrainingData({
-            "x": x_train, "y": plan.shard(y_train),
-            "validation_data": (plan.shard(x_eval), plan.shard(y_eval)),
-            "batch_size": batch_size,
-        }, x_train, streaming=False)
+        arguments = fit_arrays(x_train, plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),
+                               plan.local_batch_size(settings.batch_size), seed=config.seed)
+        return TrainingData(arguments, x_train, streaming=False)
     batches = {split: streamed(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
                                shuffle=split == "train", seed=config.seed)
                for split in ("train", "eval")}

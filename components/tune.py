@@ -26,7 +26,8 @@ SPEC = ComponentSpec(
     inputs=("preprocess",),
     config_sections=("model", "tune", "train.batch_size", "train.strategy", "task", "seed"),
     code=("components/tune.py", "components/tuning_cluster.py", "components/distribution.py",
-          "components/base.py", "components/callbacks.py", "components/artifact_io.py", "keras_models", "tasks"),
+          "components/base.py", "components/callbacks.py", "components/artifact_io.py",
+          "components/input_pipeline.py", "keras_models", "tasks"),
     resumable=True,
     description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",
 )
@@ -131,7 +132,8 @@ def make_tuner(kind: str, hypermodel, directory: Path, config, tune_run_id: str)
                                   experiment_id=tune_run.info.experiment_id, tags=tags):
                 mlflow.log_params(values)
                 if LEARNING_RATE in values:
-                    mlflow.log_param("scaled_learning_rate", values[LEARNING_RATE] * self.hypermodel.learning_rate_scale)
+                    mlflow.log_param("scaled_learning_rate",
+                                     values[LEARNING_RATE] * self.hypermodel.learning_rate_scale)
                 kwargs["callbacks"] = [*kwargs.get("callbacks", []), StopOnNonFiniteLoss(FailedTrialError),
                                        CacheSavingSkipsets(), EpochMlflowCallback()]
                 try:
@@ -181,6 +183,7 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
     import keras
 
     from components import distribution
+    from components.input_pipeline import fit_arrays
     from tasks import get_task
 
     task = get_task(config.task)
@@ -188,10 +191,9 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
     x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
     with distribution.distributed(plan):
         tuner.search(
-            plan.shard(x_train), plan.shard(y_train),
-            validation_data=(plan.shard(x_eval), plan.shard(y_eval)),
+            **fit_arrays(plan.shard(x_train), plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),
+                         plan.local_batch_size(config.train.batch_size), seed=config.seed),
             epochs=config.tune.epochs,
-            batch_size=plan.local_batch_size(config.train.batch_size),
             verbose=0,
             callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=EARLY_STOPPING_PATIENCE)],
         )
