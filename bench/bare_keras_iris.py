@@ -24,11 +24,13 @@ import keras_models  # noqa: E402
 
 def fit(x, y, xe, ye, hparams, learning_rate, epochs, batch_size, patience, seed):
     keras.utils.set_random_seed(seed)
-    model = keras_models.build_model("mlp", keras_models.InputSpec((4,)), keras_models.OutputSpec("classification", 3), **hparams)
+    model = keras_models.build_model("mlp", keras_models.InputSpec((4,)), keras_models.OutputSpec("classification", 3),
+                                     **hparams)
     model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, validation_data=(xe, ye), epochs=epochs, batch_size=batch_size, verbose=0,
-              callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)])
-    return model
+    history = model.fit(x, y, validation_data=(xe, ye), epochs=epochs, batch_size=batch_size, verbose=0,
+                        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                                 restore_best_weights=True)])
+    return model, len(history.epoch)
 
 
 def main() -> None:
@@ -43,19 +45,21 @@ def main() -> None:
     x_eval, x_test, y_eval, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=42)
     mean, std = x_train.mean(0), x_train.std(0)
     x_train, x_eval, x_test = [((a - mean) / std).astype("float32") for a in (x_train, x_eval, x_test)]
+    epochs = 0
     if args.trials:
         for trial in json.load(open(args.trials)):
             hp = dict(trial["hyperparameters"])
             lr = hp.pop("learning_rate")
-            fit(x_train, y_train, x_eval, y_eval, hp, lr, args.tune_epochs, 16, 10, 42)
+            epochs += fit(x_train, y_train, x_eval, y_eval, hp, lr, args.tune_epochs, 16, 10, 42)[1]
     if args.best:
         best = json.load(open(args.best))
         hparams, lr = best["hparams"], best["learning_rate"]
     else:
         hparams, lr = dict(num_layers=2, units=32, activation="relu", dropout=0.1, l2=1e-4), 0.01
-    model = fit(x_train, y_train, x_eval, y_eval, hparams, lr, args.epochs, 16, 20, 42)
+    model, final_epochs = fit(x_train, y_train, x_eval, y_eval, hparams, lr, args.epochs, 16, 20, 42)
     accuracy = accuracy_score(y_test, model.predict(x_test, verbose=0).argmax(1))
-    print(json.dumps({"test_accuracy": accuracy, "seconds": time.perf_counter() - START}))
+    print(json.dumps({"test_accuracy": accuracy, "epochs": epochs + final_epochs,
+                      "seconds": time.perf_counter() - START}))
 
 
 if __name__ == "__main__":
