@@ -151,7 +151,6 @@ def streamed(split_dir: Path, task, transform: dict[str, Any], batch_size: int, 
     return batches.tf_dataset() if keras.backend.backend() == "tensorflow" else batches
 
 
-
 def fit_arrays(x, y, validation: tuple[Any, Any], batch_size: int, *, seed: int = 0) -> dict[str, Any]:
     """`fit`'s data arguments for whole splits held as arrays: the same batches, one iterator.
 

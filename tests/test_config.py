@@ -14,6 +14,14 @@ def test_default_recipe_loads_with_typed_overrides():
     assert "iris_mlp" in list_recipes()
 
 
+def test_task_overrides_on_a_recipe_without_a_task_section_keep_the_default_task():
+    config = load_config("iris_mlp", {"task.pretrain_epochs": 3, "task.mask_rate": 0.25})
+    assert config.task.type == "tabular_classification"
+    assert config.task.pretrain_epochs == 3 and config.task.mask_rate == 0.25
+    with pytest.raises(ConfigError, match=r"mask_rate: Input should be less than 1 \(got 1.5\)"):
+        load_config("iris_mlp", {"task.mask_rate": 1.5})
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
