@@ -61,6 +61,20 @@ def glu_blocks(x, denses, norms, training):
     return x
 
 
+def _dense(owner: keras.layers.Layer, units: int, name: str, input_shape) -> keras.layers.Dense:
+    """A bias-free dense layer of `owner`'s dtype policy, built for `input_shape` (TabNet's layers have no bias)."""
+    layer = keras.layers.Dense(units, use_bias=False, dtype=owner.dtype_policy, name=name)
+    layer.build(input_shape)
+    return layer
+
+
+def _batch_norm(owner: keras.layers.Layer, name: str, input_shape) -> keras.layers.BatchNormalization:
+    """Batch normalisation with `owner`'s momentum and dtype policy, built for `input_shape`."""
+    layer = keras.layers.BatchNormalization(momentum=owner.momentum, dtype=owner.dtype_policy, name=name)
+    layer.build(input_shape)
+    return layer
+
+
 @keras.saving.register_keras_serializable(package="keras_models")
 class TabNetEncoder(keras.layers.Layer):
     """TabNet's sequential attention encoder (Arik & Pfister 2021, Figure 4).
@@ -127,16 +141,10 @@ class TabNetEncoder(keras.layers.Layer):
         width = self.n_d + self.n_a
 
         def dense(units, name, input_dim):
-            layer = keras.layers.Dense(units, use_bias=False, dtype=self.dtype_policy, name=name)
-            layer.build((*batch, input_dim))
-            return layer
+            return _dense(self, units, name, (*batch, input_dim))
 
         def norm(name, dim):
-            layer = keras.layers.BatchNormalization(
-                momentum=self.momentum, dtype=self.dtype_policy, name=name
-            )
-            layer.build((*batch, dim))
-            return layer
+            return _batch_norm(self, name, (*batch, dim))
 
         self.input_norm = norm("input_norm", num_features)
         # A GLU block is Dense -> BatchNorm -> GLU. Shared blocks share their
@@ -251,29 +259,17 @@ class TabNetDecoder(keras.layers.Layer):
 
     def build(self, steps_shape):
         *batch, n_d = steps_shape[1:]
-
-        def built(layer, dim):
-            layer.build((*batch, dim))
-            return layer
-
-        def dense(units, name):
-            return built(keras.layers.Dense(units, use_bias=False, dtype=self.dtype_policy, name=name), n_d)
-
-        self.shared_dense = [dense(2 * n_d, f"shared_glu_{j}_dense") for j in range(self.n_shared)]
+        step, doubled = (*batch, n_d), (*batch, 2 * n_d)
+        self.shared_dense = [_dense(self, 2 * n_d, f"shared_glu_{j}_dense", step) for j in range(self.n_shared)]
         self.step_dense = [
-            [dense(2 * n_d, f"step_{i}_glu_{self.n_shared + j}_dense") for j in range(self.n_independent)]
+            [_dense(self, 2 * n_d, f"step_{i}_glu_{self.n_shared + j}_dense", step) for j in range(self.n_independent)]
             for i in range(self.n_steps)
         ]
         self.step_norms = [
-            [
-                built(keras.layers.BatchNormalization(
-                    momentum=self.momentum, dtype=self.dtype_policy, name=f"step_{i}_glu_{j}_norm"
-                ), 2 * n_d)
-                for j in range(self.n_shared + self.n_independent)
-            ]
+            [_batch_norm(self, f"step_{i}_glu_{j}_norm", doubled) for j in range(self.n_shared + self.n_independent)]
             for i in range(self.n_steps)
         ]
-        self.reconstruction = dense(self.num_features, "reconstruction")
+        self.reconstruction = _dense(self, self.num_features, "reconstruction", step)
 
     def call(self, steps, training=None):
         decoded = 0.0
