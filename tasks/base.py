@@ -57,6 +57,22 @@ def require_tensorflow_backend(task: str, needs: str, alternative: str = "") -> 
     )
 
 
+def pretrain_by_epoch(model, epochs: int, batch_size: int, epoch_data) -> None:
+    """Fits `model` one epoch at a time on `epoch_data(epoch)` → `(x, y)`, drawn afresh each epoch.
+
+    Self-supervised objectives mask their inputs anew every epoch (masked
+    tokens, hidden features). Each epoch's loss goes to the active MLflow run
+    as `pretrain_loss`.
+    """
+    import mlflow
+
+    for epoch in range(epochs):
+        x, y = epoch_data(epoch)
+        history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        if mlflow.active_run():
+            mlflow.log_metric("pretrain_loss", float(history.history["loss"][-1]), step=epoch)
+
+
 @dataclass
 class Evaluation:
     """Test metrics of the model and of its baseline, and the plots made on the way.

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.base import require_tensorflow_backend
+from tasks.base import pretrain_by_epoch, require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
 
 if TYPE_CHECKING:
@@ -265,7 +265,6 @@ class TabularClassification(ClassificationTask):
                 "Use model.name=tabnet or task.pretrain_epochs=0."
             )
         import keras
-        import mlflow
 
         from keras_models.tabular import TabNetPretrainer, hide_features, reconstruction_loss
 
@@ -274,14 +273,12 @@ class TabularClassification(ClassificationTask):
         learning_rate = options.pretrain_learning_rate or config.train.learning_rate
         pretrainer.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=reconstruction_loss(x_train.std(0)))
         rng = np.random.default_rng(config.seed)
-        for epoch in range(epochs):
+
+        def hidden_features(_epoch):
             hidden = hide_features(rng, x_train.shape, options.mask_rate)
-            history = pretrainer.fit(
-                (x_train, hidden), np.concatenate([x_train, hidden], axis=1),
-                batch_size=config.train.batch_size, epochs=1, verbose=0,
-            )
-            if mlflow.active_run():
-                mlflow.log_metric("pretrain_loss", float(history.history["loss"][-1]), step=epoch)
+            return (x_train, hidden), np.concatenate([x_train, hidden], axis=1)
+
+        pretrain_by_epoch(pretrainer, epochs, config.train.batch_size, hidden_features)
 
     def serving_model(self, network, transform):
         return build_serving_model(network, transform)

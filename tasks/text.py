@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.base import require_tensorflow_backend
+from tasks.base import pretrain_by_epoch, require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
 from tasks.tabular import vocabulary as ranked_vocabulary
 
@@ -281,8 +281,6 @@ class TextClassification(ClassificationTask):
         epochs = options.pretrain_epochs
         if not epochs:
             return
-        import mlflow
-
         import keras_models
         from keras_models.text import mask_tokens, masked_lm_loss, transfer_encoder_weights
 
@@ -302,12 +300,12 @@ class TextClassification(ClassificationTask):
         learning_rate = options.pretrain_learning_rate or config.train.learning_rate
         mlm.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_lm_loss())
         rng = np.random.default_rng(config.seed)
-        for epoch in range(epochs):
+
+        def masked(_epoch):
             inputs, labels, _ = mask_tokens(x_train, rng, options.mask_rate, vocab_size=input_spec.vocab_size)
-            labels = np.where(labels < scored, labels, PAD_ID)
-            history = mlm.fit(inputs, labels, batch_size=config.train.batch_size, epochs=1, verbose=0)
-            if mlflow.active_run():
-                mlflow.log_metric("pretrain_loss", float(history.history["loss"][-1]), step=epoch)
+            return inputs, np.where(labels < scored, labels, PAD_ID)
+
+        pretrain_by_epoch(mlm, epochs, config.train.batch_size, masked)
         transfer_encoder_weights(mlm, model)
 
     def serving_model(self, network, transform):
