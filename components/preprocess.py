@@ -16,16 +16,19 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.parquetio import ReadFromParquetBatched, WriteToParquetBatched
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from components.artifact_io import split_files
 from components.base import ComponentSpec
 
 SPEC = ComponentSpec(
     name="preprocess",
     inputs=("ingest",),
     config_sections=("preprocess", "task"),
-    code=("components/preprocess.py", "components/base.py", "tasks"),
+    code=("components/preprocess.py", "components/artifact_io.py", "components/base.py", "tasks"),
     description="Beam full-pass statistics on train (moments, vocabularies), applied to all splits.",
 )
 SPLITS = ("train", "eval", "test")
@@ -77,9 +80,34 @@ class Analyze(beam.CombineFn):
         return self.analyzer.extract_output(accumulator)
 
 
-def read_batches(split_dir: Path) -> beam.PTransform:
-    """A split's row groups as Arrow tables, typed so that `ArrowTableCoder` carries them."""
-    return ReadFromParquetBatched(str(split_dir / "*.parquet")).with_output_types(pa.Table)
+def row_groups(split_dir: Path) -> list[tuple[str, int]]:
+    """Every row group of a split's Parquet files, in file order, as (path, index)."""
+    return [(str(path), index) for path in split_files(split_dir)
+            for index in range(pq.ParquetFile(path).num_row_groups)]
+
+
+def read_row_group(path: str, index: int) -> pa.Table:
+    with FileSystems.open(path) as handle:
+        return pq.ParquetFile(handle).read_row_group(index)
+
+
+@beam.ptransform_fn
+def ReadRowGroups(pbegin, split_dir: Path):  # noqa: N802, a PTransform
+    """A split's row groups as Arrow tables, one element each, spread over the runner's workers.
+
+    Beam's Parquet read is one splittable DoFn behind a single impulse, and the
+    FnApiRunner does not reshuffle its splits: one worker would read,
+    transform and write a whole split however many there are. Here each row
+    group is keyed by its position and grouped, and the runner deals the
+    groups to its workers in turn; with one worker the rows keep their order.
+    """
+    return (
+        pbegin
+        | "RowGroups" >> beam.Create(list(enumerate(row_groups(split_dir))), reshuffle=False)
+        | "Spread" >> beam.GroupByKey()
+        | "Read" >> beam.FlatMap(lambda keyed: [read_row_group(*group) for group in keyed[1]])
+        .with_output_types(pa.Table)
+    )
 
 
 def pipeline_options(config) -> PipelineOptions:
@@ -134,14 +162,14 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     with beam.Pipeline(runner=pipeline_runner(options), options=options) as p:
         transform = (
             p
-            | "ReadTrainForAnalysis" >> read_batches(examples / "train")
+            | "ReadTrainForAnalysis" >> ReadRowGroups(examples / "train")
             | "Analyze" >> beam.CombineGlobally(Analyze(task.analyzer(schema, settings)))
             | "Finalize" >> beam.Map(write_transform)
         )
         for split in SPLITS:
             (
                 p
-                | f"Read[{split}]" >> read_batches(examples / split)
+                | f"Read[{split}]" >> ReadRowGroups(examples / split)
                 | f"Transform[{split}]" >> beam.Map(
                     task.transform_batch, transform=beam.pvalue.AsSingleton(transform), split=split
                 ).with_output_types(pa.Table)

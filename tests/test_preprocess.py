@@ -92,9 +92,34 @@ def test_unseen_label_names_the_split_and_value():
         transform_batch(pa.table({"y": ["a", "c"]}), transform, "test")
 
 
-def test_runs_on_two_worker_processes(tmp_path, local_mlflow):
-    config = config_for(**{"preprocess.direct_num_workers": 2, "preprocess.direct_running_mode": "multi_processing"})
+def preprocess_in_row_groups(tmp_path, monkeypatch, workers: int):
+    """Iris ingested in row groups of about 1 KiB (about 30 rows), then preprocessed on `workers` Beam workers."""
+    from components import artifact_io
+
+    monkeypatch.setattr(artifact_io, "ROW_GROUP_BYTES", 1024)
+    config = config_for(**{"preprocess.direct_num_workers": workers,
+                           "preprocess.direct_running_mode": "multi_processing" if workers > 1 else "in_memory"})
     run_component("ingest", config, {}, tmp_path / "ingest")
+    assert pq.ParquetFile(tmp_path / "ingest" / "train" / "data.parquet").num_row_groups >= 3
     run_component("preprocess", config, {"ingest": tmp_path / "ingest"}, tmp_path / "preprocess")
+    return json.loads((tmp_path / "preprocess" / "transform" / "transform.json").read_text())
+
+
+def test_two_worker_processes_share_each_split(tmp_path, local_mlflow, monkeypatch):
+    """The row groups are dealt to both workers: each writes its own part of every split."""
+    from components.artifact_io import split_files
+
+    transform = preprocess_in_row_groups(tmp_path, monkeypatch, workers=2)
+    parts = split_files(tmp_path / "preprocess" / "transformed" / "train")
+    assert len(parts) == 2 and all(pq.ParquetFile(part).metadata.num_rows > 0 for part in parts)
     frame = pd.DataFrame(read_columns(tmp_path / "preprocess" / "transformed" / "train"))
-    assert len(frame) == 105 and abs(frame["sepal_length_cm"].mean()) < 1e-5
+    assert len(frame) == transform["num_train_rows"] == 105 and abs(frame["sepal_length_cm"].mean()) < 1e-5
+
+
+def test_one_worker_keeps_the_rows_in_order(tmp_path, local_mlflow, monkeypatch):
+    transform = preprocess_in_row_groups(tmp_path, monkeypatch, workers=1)
+    raw = pq.read_table(tmp_path / "ingest" / "train" / "data.parquet").to_pandas()
+    out = read_columns(tmp_path / "preprocess" / "transformed" / "train")
+    stats = transform["numeric"]["petal_width_cm"]
+    expected = (raw["petal_width_cm"] - stats["mean"]) / np.sqrt(stats["variance"])
+    np.testing.assert_allclose(out["petal_width_cm"], expected, rtol=1e-5, atol=1e-5)
