@@ -17,7 +17,6 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -86,11 +85,6 @@ def row_groups(split_dir: Path) -> list[tuple[str, int]]:
             for index in range(pq.ParquetFile(path).num_row_groups)]
 
 
-def read_row_group(path: str, index: int) -> pa.Table:
-    with FileSystems.open(path) as handle:
-        return pq.ParquetFile(handle).read_row_group(index)
-
-
 @beam.ptransform_fn
 def ReadRowGroups(pbegin, split_dir: Path):  # noqa: N802, a PTransform
     """A split's row groups as Arrow tables, one element each, spread over the runner's workers.
@@ -105,7 +99,7 @@ def ReadRowGroups(pbegin, split_dir: Path):  # noqa: N802, a PTransform
         pbegin
         | "RowGroups" >> beam.Create(list(enumerate(row_groups(split_dir))), reshuffle=False)
         | "Spread" >> beam.GroupByKey()
-        | "Read" >> beam.FlatMap(lambda keyed: [read_row_group(*group) for group in keyed[1]])
+        | "Read" >> beam.FlatMap(lambda keyed: (pq.ParquetFile(path).read_row_group(index) for path, index in keyed[1]))
         .with_output_types(pa.Table)
     )
 
