@@ -106,7 +106,7 @@ def preprocess_in_row_groups(tmp_path, monkeypatch, workers: int):
 
 
 def test_two_worker_processes_share_each_split(tmp_path, local_mlflow, monkeypatch):
-    """The row groups are dealt to both workers: each writes its own part of every split."""
+    """The train split's row groups are dealt to both workers: each writes its own part of it."""
     from components.artifact_io import split_files
 
     transform = preprocess_in_row_groups(tmp_path, monkeypatch, workers=2)
