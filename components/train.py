@@ -40,6 +40,26 @@ def model_settings(config, inputs: dict[str, Path]) -> tuple[dict[str, Any], flo
     return dict(config.model.hparams), config.train.learning_rate
 
 
+def learning_rate_schedule(learning_rate: float, settings, steps_per_epoch: int):
+    """The rate `fit` steps with: `learning_rate`, or Keras's warm-up and cosine schedule when the recipe asks.
+
+    `CosineDecay` warms up linearly from 0 over `warmup_epochs`, then decays
+    to 0 (`alpha=0`) or holds the rate (`alpha=1`) for the remaining epochs.
+    """
+    import keras
+
+    warmup_steps = round(settings.warmup_epochs * steps_per_epoch)
+    if not warmup_steps and settings.decay == "constant":
+        return learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else learning_rate,
+        decay_steps=max(1, settings.epochs * steps_per_epoch - warmup_steps),
+        alpha=1.0 if settings.decay == "constant" else 0.0,
+        warmup_target=learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
 @dataclass
 class TrainingData:
     """What `fit` reads: arrays of the whole split, or row-group streams (`components/input_pipeline.py`)."""
@@ -47,6 +67,7 @@ class TrainingData:
     fit_arguments: dict[str, Any]
     pretrain_x: Any
     streaming: bool
+    rows: int
 
 
 def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config, plan) -> TrainingData:
@@ -56,6 +77,8 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
     over them, which the whole-split arrays guarantee (`plan.shard`).
     Pretraining reads the train split as arrays.
     """
+    import keras
+
     from components.input_pipeline import fit_arrays, should_stream, streamed
 
     settings = config.train
@@ -73,13 +96,13 @@ def training_data(preprocess_dir: Path, task, transform: dict[str, Any], config,
         x_train = plan.shard(x_train)
         arguments = fit_arrays(x_train, plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),
                                plan.local_batch_size(settings.batch_size), seed=config.seed)
-        return TrainingData(arguments, x_train, streaming=False)
+        return TrainingData(arguments, x_train, streaming=False, rows=len(keras.tree.flatten(x_train)[0]))
     batches = {split: streamed(preprocess_dir / "transformed" / split, task, transform, settings.batch_size,
                                shuffle=split == "train", seed=config.seed)
                for split in ("train", "eval")}
     pretrain_x = load_transformed(preprocess_dir, "train", task)[0] if task.pretrains(config) else None
     return TrainingData({"x": batches["train"], "validation_data": batches["eval"], "shuffle": False},
-                        pretrain_x, streaming=True)
+                        pretrain_x, streaming=True, rows=transform["num_train_rows"])
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
@@ -100,7 +123,8 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     hparams, learning_rate = model_settings(config, inputs)
     mlflow.log_params({
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
-        "epochs": settings.epochs, "input": "stream" if data.streaming else "memory",
+        "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs, "decay": settings.decay,
+        "input": "stream" if data.streaming else "memory",
         **{f"hp_{k}": v for k, v in hparams.items()},
         **plan.mlflow_params(settings.batch_size, learning_rate),
     })
@@ -108,7 +132,9 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     keras.utils.set_random_seed(config.seed)
     backup = output / "backup"
     with distribution.distributed(plan):
-        network = task.build_model(config.model.name, transform, hparams, plan.scaled_learning_rate(learning_rate))
+        steps_per_epoch = -(-data.rows // plan.local_batch_size(settings.batch_size))
+        schedule = learning_rate_schedule(plan.scaled_learning_rate(learning_rate), settings, steps_per_epoch)
+        network = task.build_model(config.model.name, transform, hparams, schedule)
         if data.pretrain_x is not None:
             task.pretrain(network, data.pretrain_x, transform, config)
         history = network.fit(

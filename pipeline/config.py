@@ -268,6 +268,11 @@ class TrainConfig(Section):
     `batch_size` × replicas and the learning rate is scaled by the replica
     count (the linear scaling rule).
 
+    The learning rate rises linearly from 0 over the first `warmup_epochs`
+    (fractions allowed), as when fine-tuning a pretrained encoder, and then
+    stays put (`decay: constant`) or follows a cosine to 0 by the last epoch
+    (`decay: cosine`).
+
     `input` feeds `fit` from the whole split as arrays (`memory`) or from
     Parquet a row group at a time (`stream`, `components/input_pipeline.py`),
     whose memory stays bounded as the data grows; `auto` streams a train
@@ -277,10 +282,18 @@ class TrainConfig(Section):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-2, gt=0, lt=10)
+    warmup_epochs: float = Field(0, ge=0)
+    decay: Literal["constant", "cosine"] = "constant"
     early_stopping_patience: int = Field(10, ge=1)
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "data_parallel"] = "auto"
     input: Literal["auto", "memory", "stream"] = "auto"
     stream_above_mib: float = Field(1024, ge=0)
+
+    @model_validator(mode="after")
+    def _warmup_ends_before_the_last_epoch(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs={self.warmup_epochs:g} must be below epochs={self.epochs}")
+        return self
 
 
 class TuneConfig(Section):
