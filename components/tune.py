@@ -14,6 +14,8 @@ one, which train scales by its own replica count.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,24 @@ def build_tuner(preprocess_dir: Path, output: Path, config, tune_run_id: str, le
     return make_tuner(config.tune.tuner, hypermodel, output / "tuner", config, tune_run_id)
 
 
+@contextlib.contextmanager
+def loaded_objects_frozen():
+    """Keeps the objects alive on entry out of the garbage collector's sight until exit.
+
+    Keras Tuner clears the Keras session and collects garbage before each
+    trial: two full collections, which with TensorFlow loaded walk some
+    600,000 objects, 0.3 s of a core each. Frozen after one last collection,
+    the libraries' objects are not walked again, and each collection only
+    looks at what the search made since; on exit they are collectable again.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def search(tuner, preprocess_dir: Path, config, plan) -> None:
     """Runs (or, as a worker, joins) the search on the transformed train and eval splits."""
     import keras
@@ -189,7 +209,7 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
     task = get_task(config.task)
     x_train, y_train, _ = load_transformed(preprocess_dir, "train", task)
     x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
-    with distribution.distributed(plan):
+    with loaded_objects_frozen(), distribution.distributed(plan):
         tuner.search(
             **fit_arrays(plan.shard(x_train), plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),
                          plan.local_batch_size(config.train.batch_size), seed=config.seed),
