@@ -9,21 +9,21 @@ For each size, on a generated dataset (`bench/tabular_data.py`: 10 numeric,
   and index every split, write Parquet; one process, the reference;
 - **beam, N worker(s)**: `components.preprocess.run`, the component itself:
   the same statistics as a Beam combiner on train, the transform of every
-  split, the Parquet write, on the DirectRunner (`direct_num_workers=N`,
-  multi-processing when N > 1).
+  split, the Parquet write, on the DirectRunner (`direct_num_workers=N`);
+  for N > 1 once with worker processes (`multi_processing`) and once with
+  worker threads in the runner's process (`multi_threading`).
 
 Each measurement runs in a fresh process (imports not timed) and reports
 wall seconds, rows per second over all splits, speed relative to pandas
-and peak resident memory (the process and, for multi-processing, its
-largest worker). Both outputs are checked to be equal before the table is
-printed.
+and peak resident memory (the process and, for worker processes, the
+largest of them; `bench/peak_memory.py`). Both outputs are checked to be
+equal before the table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.peak_memory import ChildrenPeak, high_water_mib
 from bench.tabular_data import CATEGORICAL, LABEL, NUMERIC, SPLITS, generate
 
 
@@ -58,7 +59,7 @@ def pandas_preprocess(examples: Path, output: Path) -> None:
         pq.write_table(pa.table(columns), output / split / "part.parquet", compression="none")
 
 
-def beam_preprocess(examples: Path, output: Path, workers: int) -> None:
+def beam_preprocess(examples: Path, output: Path, workers: int, mode: str) -> float:
     import mlflow
 
     from components import preprocess
@@ -67,7 +68,7 @@ def beam_preprocess(examples: Path, output: Path, workers: int) -> None:
     config = load_config("iris_mlp", {
         "data.label": LABEL,
         "preprocess.direct_num_workers": workers,
-        "preprocess.direct_running_mode": "multi_processing" if workers > 1 else "in_memory",
+        "preprocess.direct_running_mode": mode,
     })
     mlflow.set_tracking_uri(f"sqlite:///{output.parent / 'mlflow.db'}")
     output.mkdir()
@@ -77,28 +78,21 @@ def beam_preprocess(examples: Path, output: Path, workers: int) -> None:
         return time.perf_counter() - start
 
 
-def peak_rss_mib() -> tuple[float, float]:
-    """This process's peak resident set, and the largest of its finished children's, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, children
-
-
-def measure(kind: str, examples: Path, output: Path, workers: int) -> None:
+def measure(kind: str, examples: Path, output: Path, workers: int, mode: str) -> None:
     """One measurement in this process; prints a JSON line."""
-    if kind == "pandas":
-        start = time.perf_counter()
-        pandas_preprocess(examples, output)
-        seconds = time.perf_counter() - start
-    else:
-        seconds = beam_preprocess(examples, output, workers)
-    own, children = peak_rss_mib()
-    print(json.dumps({"seconds": seconds, "peak_rss_mib": own, "worker_peak_rss_mib": children}))
+    with ChildrenPeak() as children:
+        if kind == "pandas":
+            start = time.perf_counter()
+            pandas_preprocess(examples, output)
+            seconds = time.perf_counter() - start
+        else:
+            seconds = beam_preprocess(examples, output, workers, mode)
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": high_water_mib(), "worker_peak_rss_mib": children.mib}))
 
 
-def run_measurement(kind: str, examples: Path, output: Path, workers: int = 1) -> dict:
+def run_measurement(kind: str, examples: Path, output: Path, workers: int = 1, mode: str = "in_memory") -> dict:
     command = [sys.executable, "-m", "bench.preprocess_throughput", "--measure", kind,
-               "--examples", str(examples), "--output", str(output), "--workers", str(workers)]
+               "--examples", str(examples), "--output", str(output), "--workers", str(workers), "--mode", mode]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
@@ -127,11 +121,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[2_000_000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--measure", choices=["pandas", "beam"], help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="in_memory", help=argparse.SUPPRESS)
     parser.add_argument("--examples", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        measure(args.measure, args.examples, args.output, args.workers[0])
+        measure(args.measure, args.examples, args.output, args.workers[0], args.mode)
         return
 
     print("| rows | preprocessing | seconds | rows/s | × pandas | peak RSS MiB (largest worker) |")
@@ -143,12 +138,16 @@ def main() -> None:
             reference = run_measurement("pandas", examples, work / "pandas")
             results = [("pandas, 1 process", reference)]
             for workers in args.workers:
-                output = work / f"beam-{workers}" / "preprocess"
-                output.parent.mkdir()
-                results.append((f"beam, {workers} worker(s)", run_measurement("beam", examples, output, workers)))
-                check_equal(work / "pandas", output)
-            for (name, result), workers in zip(results, [1, *args.workers]):
-                worker = f" ({result['worker_peak_rss_mib']:.0f})" if workers > 1 else ""
+                modes = {"multi_processing": f"beam, {workers} worker processes",
+                         "multi_threading": f"beam, {workers} worker threads"} if workers > 1 else {
+                    "in_memory": f"beam, {workers} worker"}
+                for mode, name in modes.items():
+                    output = work / f"beam-{workers}-{mode}" / "preprocess"
+                    output.parent.mkdir()
+                    results.append((name, run_measurement("beam", examples, output, workers, mode)))
+                    check_equal(work / "pandas", output)
+            for name, result in results:
+                worker = f" ({result['worker_peak_rss_mib']:.0f})" if result["worker_peak_rss_mib"] else ""
                 print(f"| {rows:,} | {name} | {result['seconds']:.2f} | {rows / result['seconds']:,.0f} | "
                       f"{reference['seconds'] / result['seconds']:.2f} | {result['peak_rss_mib']:.0f}{worker} |",
                       flush=True)
