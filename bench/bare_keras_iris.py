@@ -3,7 +3,10 @@
 Same data (Iris, same stratified splits and seed), same model and
 hyperparameters, same epochs per tuning trial and for the final fit, same
 early stopping; no Beam, no MLflow, no artifacts. Reads the trials the
-pipeline ran so both do identical training work.
+pipeline ran so both do identical training work. With `--epochs-run` (the
+epochs each trial and the final fit of the pipeline ran, as JSON) every fit
+runs exactly that long, so the shuffling's effect on where early stopping
+lands does not count as the pipeline's cost.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ def main() -> None:
     parser.add_argument("--best", help="best_hparams.json of the pipeline's tune artifact")
     parser.add_argument("--tune-epochs", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--epochs-run", type=json.loads, default={},
+                        help='JSON: {"trials": {trial_id: epochs}, "final": epochs}')
     args = parser.parse_args()
+    exact = args.epochs_run
     x, y = load_iris(return_X_y=True)
     x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.3, stratify=y, random_state=42)
     x_eval, x_test, y_eval, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=42)
@@ -50,13 +56,15 @@ def main() -> None:
         for trial in json.load(open(args.trials)):
             hp = dict(trial["hyperparameters"])
             lr = hp.pop("learning_rate")
-            epochs += fit(x_train, y_train, x_eval, y_eval, hp, lr, args.tune_epochs, 16, 10, 42)[1]
+            n = exact["trials"][trial["trial_id"]] if exact else args.tune_epochs
+            epochs += fit(x_train, y_train, x_eval, y_eval, hp, lr, n, 16, n if exact else 10, 42)[1]
     if args.best:
         best = json.load(open(args.best))
         hparams, lr = best["hparams"], best["learning_rate"]
     else:
         hparams, lr = dict(num_layers=2, units=32, activation="relu", dropout=0.1, l2=1e-4), 0.01
-    model, final_epochs = fit(x_train, y_train, x_eval, y_eval, hparams, lr, args.epochs, 16, 20, 42)
+    n = exact["final"] if exact else args.epochs
+    model, final_epochs = fit(x_train, y_train, x_eval, y_eval, hparams, lr, n, 16, n if exact else 20, 42)
     accuracy = accuracy_score(y_test, model.predict(x_test, verbose=0).argmax(1))
     print(json.dumps({"test_accuracy": accuracy, "epochs": epochs + final_epochs,
                       "seconds": time.perf_counter() - START}))

@@ -5,7 +5,8 @@
 Runs, each in a fresh process and a fresh output directory:
 1. `keras-pipeline run` (ingest → preprocess → tune → train → evaluate), no cache;
 2. the same, re-run on its finished artifacts (every component cached);
-3. `bench/bare_keras_iris.py` with the trials and winner the pipeline found;
+3. `bench/bare_keras_iris.py` with the trials and winner the pipeline found,
+   each fit as many epochs as the pipeline's;
 and prints one table. Start-up is the time from launching the process to
 the start of the first component's MLflow run (as the store recorded it):
 imports, MLflow set-up (creating the store on the first run) and reading
@@ -43,15 +44,16 @@ def start_up(uri: str, launched: float) -> float:
     return min(r.info.start_time for r in runs) / 1000 - launched
 
 
-def epochs_trained(uri: str, train_dir: Path) -> int:
-    """Epochs the cold run trained: every tuning trial's (its `epochs_run` tag) and the final fit's."""
+def epochs_run(uri: str, train_dir: Path) -> dict:
+    """Epochs the cold run trained: each tuning trial's (its `epochs_run` tag) and the final fit's."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     trials = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                 "tags.component = 'tune' and tags.trial_id != ''")
     history = json.loads(next(train_dir.glob("*/history.json")).read_text())
-    return sum(int(t.data.tags["epochs_run"]) for t in trials) + len(history["loss"])
+    return {"trials": {t.data.tags["trial_id"]: int(t.data.tags["epochs_run"]) for t in trials},
+            "final": len(history["loss"])}
 
 
 def component_seconds(output: str) -> dict[str, tuple[str, float]]:
@@ -65,16 +67,17 @@ def main() -> None:
     cold, cold_log, cold_launch = timed(pipeline, env)
     warm, warm_log, warm_launch = timed(pipeline, env)
     tune_dir = next(p.parent for p in (work / "artifacts" / "tune").glob("*/trials.json"))
+    epochs = epochs_run(env["MLFLOW_TRACKING_URI"], work / "artifacts" / "train")
     bare, bare_log, _ = timed([sys.executable, "-m", "bench.bare_keras_iris", "--trials", str(tune_dir / "trials.json"),
-                            "--best", str(tune_dir / "best_hparams.json")], env)
+                               "--best", str(tune_dir / "best_hparams.json"), "--epochs-run", json.dumps(epochs)], env)
     bare_result = json.loads(next(line for line in reversed(bare_log.splitlines()) if line.startswith("{")))
     components = component_seconds(cold_log)
     outside = cold - sum(s for _, s in components.values())
     accuracy = re.search(r"accuracy=([\d.]+)", cold_log).group(1)
 
     print("| measure | seconds | note |\n| --- | ---: | --- |")
-    epochs = epochs_trained(env["MLFLOW_TRACKING_URI"], work / "artifacts" / "train")
-    print(f"| pipeline, cold (no cache) | {cold:.1f} | test accuracy {accuracy}, {epochs} epochs |")
+    total = sum(epochs["trials"].values()) + epochs["final"]
+    print(f"| pipeline, cold (no cache) | {cold:.1f} | test accuracy {accuracy}, {total} epochs |")
     for name, (state, seconds) in components.items():
         print(f"| &nbsp;&nbsp;{name} | {seconds:.1f} | {state} |")
     print(f"| &nbsp;&nbsp;outside components | {outside:.1f} | of it start-up "
