@@ -109,11 +109,14 @@ def _load_or_set_aside(store: ArtifactStore, name: str, fp: str) -> tuple[Artifa
         return None, str(e)
 
 
-def component_run(name: str, resumed: str | None, parent_id: str):
+def component_run(name: str, resumed: str | None, parent_id: str, tags: dict[str, str]):
     """A nested MLflow run for a component: the one a killed build left, when it resumes that build.
 
     Continuing the killed run keeps one run per artifact, with one metric
     history (`BackupAndRestore` picks up at the epoch after the last one logged).
+    A new run gets `tags` at creation, which writes them at once: `set_tags`
+    under asynchronous logging reaches the store up to a second later, and a
+    short component can be over by then for whoever looks the run up.
     """
     if resumed:
         try:
@@ -122,9 +125,9 @@ def component_run(name: str, resumed: str | None, parent_id: str):
             log.warning("%s: cannot continue MLflow run %s (%s); starting a new one", name, resumed, e)
         else:
             log.info("%s: resuming the unfinished build and its MLflow run %s", name, resumed)
-            mlflow.set_tags({"mlflow.parentRunId": parent_id, "resumed": "true"})
+            mlflow.set_tags({**tags, "mlflow.parentRunId": parent_id, "resumed": "true"})
             return run
-    return mlflow.start_run(run_name=name, nested=True)
+    return mlflow.start_run(run_name=name, nested=True, tags=tags)
 
 
 def _run_component(
@@ -141,8 +144,7 @@ def _run_component(
     with store.lock(name, fp):
         artifact, damage = (None, None) if no_cache else _load_or_set_aside(store, name, fp)
         resumed = store.staged_run_id(name, fp) if artifact is None and spec.resumable and not no_cache else None
-        with component_run(name, resumed, result.run_id) as run:
-            mlflow.set_tags({"component": name, "fingerprint": fp})
+        with component_run(name, resumed, result.run_id, {"component": name, "fingerprint": fp}) as run:
             if damage:
                 mlflow.set_tag("rebuilt_damaged_artifact", damage[:500])
             if artifact is not None:
