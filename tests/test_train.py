@@ -1,4 +1,4 @@
-"""The train component's learning rate: a linear warm-up from 0, then held or decayed on a cosine to 0."""
+"""The train component: its learning rate (a linear warm-up from 0, then held or a cosine to 0), its clean session."""
 
 import keras
 import numpy as np
@@ -33,8 +33,11 @@ def test_warmup_longer_than_the_fit_is_refused():
 def test_the_fit_warms_up_over_its_own_steps_and_still_learns(iris_preprocessed, tmp_path, local_mlflow):
     config = config_for(epochs=60, **{"train.warmup_epochs": 5, "train.decay": "cosine"})
     inputs = {"ingest": iris_preprocessed / "ingest", "preprocess": iris_preprocessed / "preprocess"}
+    keras.optimizers.Adam()  # as a tuning trial in the same process would: the next Adam would be "adam_1"
     run_component("train", config, inputs, tmp_path / "train")
     model = keras.saving.load_model(tmp_path / "train" / "model.keras")
+    # Named from a clean session, so a resumed build logs the same `optimizer_name` param as the killed one.
+    assert model.optimizer.name == "adam"
     schedule = model.optimizer.get_config()["learning_rate"]
     assert schedule["class_name"] == "CosineDecay"
     steps_per_epoch = -(-len(load_transformed(iris_preprocessed / "preprocess", "train", get_task(config.task))[1])
