@@ -116,7 +116,8 @@ def component_run(name: str, resumed: str | None, parent_id: str, tags: dict[str
     history (`BackupAndRestore` picks up at the epoch after the last one logged).
     A new run gets `tags` at creation, which writes them at once: `set_tags`
     under asynchronous logging reaches the store up to a second later, and a
-    short component can be over by then for whoever looks the run up.
+    short component can be over by then for whoever looks the run up. A
+    resumed run has them from its first attempt.
     """
     if resumed:
         try:
@@ -125,7 +126,7 @@ def component_run(name: str, resumed: str | None, parent_id: str, tags: dict[str
             log.warning("%s: cannot continue MLflow run %s (%s); starting a new one", name, resumed, e)
         else:
             log.info("%s: resuming the unfinished build and its MLflow run %s", name, resumed)
-            mlflow.set_tags({**tags, "mlflow.parentRunId": parent_id, "resumed": "true"})
+            mlflow.set_tags({"mlflow.parentRunId": parent_id, "resumed": "true"})
             return run
     return mlflow.start_run(run_name=name, nested=True, tags=tags)
 
