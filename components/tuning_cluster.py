@@ -147,4 +147,6 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    from pipeline.cli import exit_process
+
+    exit_process(main(sys.argv[1]))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -144,5 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_process(status: int) -> NoReturn:
+    """Exits with `status`, sparing the interpreter's shutdown its garbage collection.
+
+    At exit CPython collects reference cycles among every object still alive:
+    with TensorFlow, Keras, MLflow and Beam loaded that walk takes 1–2 s, to
+    free memory the process is about to give back. Frozen objects are skipped;
+    `atexit` handlers (MLflow's flush of queued metrics, removing temporary
+    directories) run as before.
+    """
+    gc.freeze()
+    sys.exit(status)
+
+
+def entry_point() -> NoReturn:
+    """`keras-pipeline`: `main`, in a process that ends with it."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 CODE_PATHS = ("tasks", "keras_models", "data", "pipeline")
+CODE_SUFFIXES = (".py", ".json")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
@@ -91,14 +94,29 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
     packages = ("keras", "tensorflow-cpu", *(("jax",) if backend == "jax" else ()),
                 "numpy", "pandas", "pydantic", "scikit-learn")
     requirements = [f"{name}=={versions[name]}" for name in packages if name in versions]
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_MODEL_CODE),
-        artifacts={"keras_model": str(serving_path), "transform": str(transform_path)},
-        code_paths=[str(PROJECT_ROOT / path) for path in CODE_PATHS],
-        signature=infer_signature(example, predictions),
-        input_example=example,
-        pip_requirements=requirements,
-        model_config={"keras_backend": backend},
-        registered_model_name=registered_model_name,
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_MODEL_CODE),
+            artifacts={"keras_model": str(serving_path), "transform": str(transform_path)},
+            code_paths=[str(code_only(PROJECT_ROOT / path, Path(staging) / path)) for path in CODE_PATHS],
+            signature=infer_signature(example, predictions),
+            input_example=example,
+            pip_requirements=requirements,
+            model_config={"keras_backend": backend},
+            registered_model_name=registered_model_name,
+        )
+
+
+def code_only(package: Path, staging: Path) -> Path:
+    """A copy of `package` with its modules (and the JSON they read) only.
+
+    The `data` package also holds the bundled datasets: logged as they are,
+    every model version would carry them.
+    """
+
+    def skipped(directory: str, names: list[str]) -> set[str]:
+        return {name for name in names if name == "__pycache__"
+                or not (Path(directory, name).is_dir() or name.endswith(CODE_SUFFIXES))}
+
+    return Path(shutil.copytree(package, staging, ignore=skipped))

@@ -95,7 +95,7 @@ def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
     assert champion.run_id == retrained.components["train"].artifact.manifest["mlflow_run_id"]
 
 
-def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):
+def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server, tmp_path):
     import mlflow
 
     config, _, _, _ = pipeline_run
@@ -112,6 +112,11 @@ def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server):
     assert names == list(rows.columns)
     files = mlflow.artifacts.list_artifacts(f"models:/{config.registered_model_name}@champion")
     assert "python_model.pkl" not in {Path(f.path).name for f in files}  # logged as code: loading unpickles nothing
+    code = Path(mlflow.artifacts.download_artifacts(f"models:/{config.registered_model_name}@champion",
+                                                    dst_path=str(tmp_path))) / "code"
+    shipped = {p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file()}
+    assert "data/sources.py" in shipped and "keras_models/index.json" in shipped
+    assert {Path(p).suffix for p in shipped} == {".py", ".json"}  # no bundled datasets, no bytecode
 
 
 def test_unchanged_components_are_reused_and_training_change_reruns_downstream(pipeline_run):
