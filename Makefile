@@ -37,9 +37,10 @@ test: $(VENV)/.installed $(NOTF_VENV)/.installed
 	$(PY) -m pytest -n 2 --dist loadscope $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist loadscope tests/models tests/test_callbacks.py $(ARGS)
 
-# The CPU benchmarks of docs/benchmarks.md, each printing its table (about 15 minutes on 2 cores).
+# The CPU benchmarks of docs/benchmarks.md, each printing its table (about 20 minutes on 2 cores).
 bench: $(VENV)/.installed
 	$(PY) -m bench.preprocess_throughput
+	$(PY) -m bench.preprocess_modalities
 	$(PY) -m bench.memory
 	$(PY) -m bench.input_pipeline
 	$(PY) -m bench.pipeline_overhead
