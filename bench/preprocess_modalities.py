@@ -64,7 +64,7 @@ def examples(recipe: str, copies: int, work: Path) -> Path:
 
 def reference(recipe: str, examples: Path, output: Path) -> None:
     """The task's analyzer, finalize and transform over the row groups, in this process, without Beam."""
-    from components.artifact_io import split_files
+    from components.preprocess import row_groups as split_row_groups
     from pipeline.config import load_config
     from tasks import get_task
 
@@ -73,10 +73,8 @@ def reference(recipe: str, examples: Path, output: Path) -> None:
     schema = json.loads((examples / "schema.json").read_text())
 
     def row_groups(split: str):
-        for path in split_files(examples / split):
-            parquet = pq.ParquetFile(path)
-            for index in range(parquet.num_row_groups):
-                yield parquet.read_row_group(index)
+        """The row groups the component deals to its workers, in order."""
+        return (pq.ParquetFile(path).read_row_group(index) for path, index in split_row_groups(examples / split))
 
     analyzer = task.analyzer(schema, config.preprocess)
     accumulator = analyzer.create_accumulator()
