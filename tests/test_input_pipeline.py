@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.artifact_io import load_transformed, write_split
-from components.input_pipeline import ParquetBatches, should_stream
+from components.input_pipeline import ParquetBatches, fit_arrays, should_stream
 from tasks import get_task
 from tests.helpers import config_for, run_component
 
@@ -104,3 +104,23 @@ def test_streamed_training_learns_iris(iris_preprocessed, tmp_path, local_mlflow
     model = keras.saving.load_model(tmp_path / "train" / "model.keras")
     accuracy = float((np.asarray(model.predict(x, verbose=0)).argmax(-1) == y).mean())
     assert accuracy >= 0.9
+
+
+def test_arrays_fit_validates_on_every_eval_row_each_epoch():
+    """The eval split's batches (the partial last one too) are what `evaluate` on the arrays sees."""
+    import keras
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    x = ((x - x.mean(0)) / x.std(0)).astype("float32")
+    order = np.random.default_rng(0).permutation(len(x))
+    train, held_out = order[:127], order[127:]  # 23 eval rows: a batch of 16 and one of 7
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(**fit_arrays(x[train], y[train], (x[held_out], y[held_out]), 16), epochs=3, verbose=0)
+    loss, accuracy = model.evaluate(x[held_out], y[held_out], batch_size=16, verbose=0)
+    assert history.history["val_loss"][-1] == pytest.approx(loss, rel=1e-5)
+    assert history.history["val_accuracy"][-1] == pytest.approx(accuracy) and accuracy >= 0.8
+    assert len(set(history.history["val_loss"])) == 3  # evaluated again after every epoch
