@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.preprocess_modalities
 	$(PY) -m bench.memory
 	$(PY) -m bench.input_pipeline
+	$(PY) -m bench.validation_restart
 	$(PY) -m bench.pipeline_overhead
 
 # Every recipe trained to its quality bar (slow: tens of minutes on CPU); writes docs/results.md.
