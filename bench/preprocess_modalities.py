@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.peak_memory import high_water_mib
+from bench.preprocess_throughput import beam_preprocess
 
 RECIPES = ("mr_cnn1d", "mnist_lenet")
 SPLITS = ("train", "eval", "test")
@@ -90,20 +91,6 @@ def reference(recipe: str, examples: Path, output: Path) -> None:
                 writer.write_table(task.transform_batch(batch, transform, split))
 
 
-def beam(recipe: str, examples: Path, output: Path, workers: int, mode: str) -> None:
-    import mlflow
-
-    from components import preprocess
-    from pipeline.config import load_config
-
-    config = load_config(recipe, {"preprocess.direct_num_workers": workers,
-                                  "preprocess.direct_running_mode": mode})
-    mlflow.set_tracking_uri(f"sqlite:///{output.parent / 'mlflow.db'}")
-    output.mkdir()
-    with mlflow.start_run():
-        preprocess.run({"ingest": examples}, output, config)
-
-
 def measure(kind: str, recipe: str, examples: Path, output: Path, workers: int, mode: str) -> None:
     """One measurement in this process, imports done first; prints a JSON line."""
     import keras  # noqa: F401
@@ -113,12 +100,13 @@ def measure(kind: str, recipe: str, examples: Path, output: Path, workers: int, 
     from tasks import get_task
 
     get_task(load_config(recipe).task)  # imports the task's module
-    start = time.perf_counter()
     if kind == "reference":
+        start = time.perf_counter()
         reference(recipe, examples, output)
+        seconds = time.perf_counter() - start
     else:
-        beam(recipe, examples, output, workers, mode)
-    print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_mib": high_water_mib()}))
+        seconds = beam_preprocess(examples, output, workers, mode, recipe)
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": high_water_mib()}))
 
 
 def run_measurement(kind: str, recipe: str, examples: Path, output: Path, workers: int, mode: str) -> dict:

@@ -59,14 +59,16 @@ def pandas_preprocess(examples: Path, output: Path) -> None:
         pq.write_table(pa.table(columns), output / split / "part.parquet", compression="none")
 
 
-def beam_preprocess(examples: Path, output: Path, workers: int, mode: str) -> float:
+def beam_preprocess(examples: Path, output: Path, workers: int, mode: str, recipe: str = "iris_mlp",
+                    settings: dict | None = None) -> float:
+    """Seconds `components.preprocess.run` takes on `examples` under `recipe` (and `settings`), into `output`."""
     import mlflow
 
     from components import preprocess
     from pipeline.config import load_config
 
-    config = load_config("iris_mlp", {
-        "data.label": LABEL,
+    config = load_config(recipe, {
+        **(settings or {}),
         "preprocess.direct_num_workers": workers,
         "preprocess.direct_running_mode": mode,
     })
@@ -86,7 +88,7 @@ def measure(kind: str, examples: Path, output: Path, workers: int, mode: str) ->
             pandas_preprocess(examples, output)
             seconds = time.perf_counter() - start
         else:
-            seconds = beam_preprocess(examples, output, workers, mode)
+            seconds = beam_preprocess(examples, output, workers, mode, settings={"data.label": LABEL})
     print(json.dumps({"seconds": seconds, "peak_rss_mib": high_water_mib(), "worker_peak_rss_mib": children.mib}))
 
 
