@@ -1,15 +1,18 @@
-"""Tabular classification: numeric features z-scored, categorical ones looked up in a vocabulary.
+"""Tabular tasks: numeric features z-scored, categorical ones looked up in a vocabulary.
 
 The Beam analyzer combines per-batch partial statistics (count/mean/M2 for
-numeric features, value counts for categorical ones and the label) into one
-accumulator, as TensorFlow Transform's analyzers do. Missing numbers become
-the train mean; categories outside the train vocabulary share index 0. The
-serving model rebuilds the same steps as Keras layers from `transform.json`.
+numeric columns, value counts for categorical ones and a class label) into
+one accumulator, as TensorFlow Transform's analyzers do. Missing numbers
+become the train mean; categories outside the train vocabulary share index
+0. The serving model rebuilds the same steps as Keras layers from
+`transform.json`. `TabularTask` holds this feature side; classification
+(here) and regression (`tasks/regression.py`) add their label's.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +22,7 @@ import pyarrow.compute as pc
 
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.base import pretrain_by_epoch, require_tensorflow_backend
+from tasks.base import Task, pretrain_by_epoch, require_tensorflow_backend
 from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
 
 if TYPE_CHECKING:
@@ -34,16 +37,19 @@ class AnalyzeFn:
     """Merges per-batch statistics; numeric moments use Chan et al.'s parallel update.
 
     It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
+    A class label, when given, is counted like a categorical column; a numeric
+    target is one of the `numeric` columns.
     """
 
-    def __init__(self, numeric: list[str], categorical: list[str], label: str):
+    def __init__(self, numeric: list[str], categorical: list[str], label: str | None = None):
         self.numeric, self.categorical, self.label = numeric, categorical, label
 
     def create_accumulator(self):
         n = len(self.numeric)
+        counted = [*self.categorical, *([self.label] if self.label is not None else [])]
         return {
             "count": np.zeros(n), "mean": np.zeros(n), "m2": np.zeros(n),
-            "counts": {name: Counter() for name in [*self.categorical, self.label]},
+            "counts": {name: Counter() for name in counted},
         }
 
     def add_input(self, acc, batch: pa.Table):
@@ -84,13 +90,22 @@ class AnalyzeFn:
         return acc
 
 
+def moments(acc, numeric: list[str]) -> dict[str, dict[str, float]]:
+    """Each numeric column's train mean and (population) variance; an error names columns with no values."""
+    if numeric and acc["count"].min() == 0:
+        empty = [n for n, c in zip(numeric, acc["count"]) if c == 0]
+        raise ValueError(f"Numeric column(s) {empty} have no values in the train split.")
+    variance = np.divide(acc["m2"], acc["count"], out=np.zeros_like(acc["m2"]), where=acc["count"] > 0)
+    return {name: {"mean": float(m), "variance": float(v)} for name, m, v in zip(numeric, acc["mean"], variance)}
+
+
 def vocabulary(counts: Counter, max_size: int | None, min_frequency: int) -> list[str]:
     """Most frequent first, ties broken by value, as TFT's `vocabulary` orders them."""
     ranked = sorted((v for v in counts.items() if v[1] >= min_frequency), key=lambda kv: (-kv[1], kv[0]))
     return [value for value, _ in ranked[:max_size]]
 
 
-def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> pa.Table:
+def transform_features(batch: pa.Table, transform: dict[str, Any]) -> tuple[list[Any], list[str]]:
     """z-scores numeric features (missing → mean), indexes categoricals (0 = out of vocabulary)."""
     columns = []
     for name, stats in transform["numeric"].items():
@@ -100,9 +115,14 @@ def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> p
     for name, stats in transform["categorical"].items():
         index = pc.index_in(batch.column(name), value_set=pa.array(stats["vocabulary"], pa.string()))
         columns.append(pc.fill_null(pc.add(index, 1), 0).cast(pa.int64()))
+    return columns, [*transform["numeric"], *transform["categorical"]]
+
+
+def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> pa.Table:
+    """The features as `transform_features` makes them, and the label as an index into the train classes."""
+    columns, names = transform_features(batch, transform)
     columns.append(encode_labels(batch, transform["label"], split))
-    names = [*transform["numeric"], *transform["categorical"], transform["label"]["name"]]
-    return pa.Table.from_arrays(columns, names=names)
+    return pa.Table.from_arrays(columns, names=[*names, transform["label"]["name"]])
 
 
 def feature_dim(transform: dict[str, Any]) -> int:
@@ -126,8 +146,15 @@ def feature_matrix(columns: dict[str, np.ndarray], transform: dict[str, Any]) ->
     return np.concatenate(parts, axis=1)
 
 
-def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
-    """Raw feature inputs → the same preprocessing as Beam → `network`."""
+def raw_feature_matrix(frame: pd.DataFrame, schema: dict[str, Any], transform: dict[str, Any]) -> np.ndarray:
+    """Rows as ingest stored them → the feature vectors the network reads, by the Beam transform's own code."""
+    table = TabularTask.features_to_arrow(frame, schema)
+    columns, names = transform_features(table, transform)
+    return feature_matrix({name: np.asarray(column) for name, column in zip(names, columns)}, transform)
+
+
+def build_serving_model(network: keras.Model, transform: dict[str, Any], output_layer=None) -> keras.Model:
+    """Raw feature inputs → the same preprocessing as Beam → `network` (→ `output_layer`, when given)."""
     import keras
 
     from tasks.layers import FillMissing
@@ -144,7 +171,10 @@ def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> kera
             vocabulary=stats["vocabulary"], num_oov_indices=1, output_mode="one_hot",
             name=f"lookup_{name}")(inputs[name]))
     features = keras.layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
-    return keras.Model(inputs, network(features), name=f"serving_{network.name}")
+    outputs = network(features)
+    if output_layer is not None:
+        outputs = output_layer(outputs)
+    return keras.Model(inputs, outputs, name=f"serving_{network.name}")
 
 
 def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, Any]:
@@ -167,13 +197,17 @@ def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> dict[str, Any]
     return inputs
 
 
-class TabularClassification(ClassificationTask):
-    name = "tabular_classification"
+class TabularTask(Task):
+    """The feature side of tabular task types: schema, Arrow columns, analyzer statistics, serving layers.
 
-    def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
+    Subclasses add the label: its schema entry, its Arrow column, its
+    statistics and its transformed column.
+    """
+
+    def feature_schema(self, train: pd.DataFrame, label: str) -> list[dict[str, Any]]:
         features = []
         for name in train.columns:
-            if name == raw.label:
+            if name == label:
                 continue
             column = train[name]
             if _is_categorical(column, self.options.categorical):
@@ -183,9 +217,10 @@ class TabularClassification(ClassificationTask):
             else:
                 features.append({"name": name, "kind": "numeric", "dtype": "float32",
                                  "min": float(column.min()), "max": float(column.max())})
-        return {"features": features, "label": label_schema(train, raw)}
+        return features
 
-    def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
+    @staticmethod
+    def features_to_arrow(frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
         columns, fields = [], []
         for feature in schema["features"]:
             column = frame[feature["name"]]
@@ -195,9 +230,6 @@ class TabularClassification(ClassificationTask):
                 values = pa.array(column.to_numpy(dtype="float32", na_value=np.nan), pa.float32())
             columns.append(values)
             fields.append(pa.field(feature["name"], values.type))
-        label = schema["label"]["name"]
-        columns.append(pa.array(frame[label].astype(str).to_numpy(), pa.string()))
-        fields.append(pa.field(label, pa.string()))
         return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
     @staticmethod
@@ -206,25 +238,74 @@ class TabularClassification(ClassificationTask):
         categorical = [f["name"] for f in schema["features"] if f["kind"] == "categorical"]
         return numeric, categorical, schema["label"]["name"]
 
-    def analyzer(self, schema, settings):
-        return AnalyzeFn(*self._kinds(schema))
-
-    def finalize(self, acc, schema, settings) -> dict[str, Any]:
-        numeric, categorical, label = self._kinds(schema)
-        if numeric and acc["count"].min() == 0:
-            empty = [n for n, c in zip(numeric, acc["count"]) if c == 0]
-            raise ValueError(f"Numeric feature(s) {empty} have no values in the train split.")
-        variance = np.divide(acc["m2"], acc["count"], out=np.zeros_like(acc["m2"]), where=acc["count"] > 0)
+    @staticmethod
+    def feature_transform(acc, numeric: list[str], categorical: list[str], settings) -> dict[str, Any]:
+        """The features' part of `transform.json`: moments of numeric ones, vocabularies of categorical ones."""
         return {
-            "numeric": {
-                name: {"mean": float(m), "variance": float(v)}
-                for name, m, v in zip(numeric, acc["mean"], variance)
-            },
+            "numeric": moments(acc, numeric),
             "categorical": {
                 name: {"vocabulary": vocabulary(acc["counts"][name], settings.vocabulary_max_size,
                                                 settings.vocabulary_min_frequency)}
                 for name in categorical
             },
+        }
+
+    def feature_fields(self, schema: dict[str, Any]) -> list[pa.Field]:
+        numeric, categorical, _ = self._kinds(schema)
+        return [pa.field(n, pa.float32()) for n in numeric] + [pa.field(n, pa.int64()) for n in categorical]
+
+    def input_spec(self, transform: dict[str, Any]) -> InputSpec:
+        return InputSpec((feature_dim(transform),))
+
+    def serving_model(self, network, transform):
+        return build_serving_model(network, transform)
+
+    def check_serving_model(self, transform):
+        if transform["categorical"]:
+            columns = ", ".join(repr(name) for name in transform["categorical"])
+            require_tensorflow_backend(
+                self.name, f"its serving model looks up categorical column(s) {columns} with Keras StringLookup",
+                "encode those columns as numbers in the source data (numeric features need no TensorFlow)",
+            )
+
+    def raw_inputs(self, frame, transform):
+        return raw_inputs(frame, transform)
+
+    def feature_mask_plots(self, predictor, test: pd.DataFrame, output: Path, config) -> list[Path]:
+        """TabNet's per-step feature masks on the test rows: which features each decision step reads."""
+        if config.model.name != "tabnet":
+            return []
+        from keras_models.tabular import save_feature_mask_png, tabnet_feature_masks
+
+        transform = predictor.transform
+        table = pa.Table.from_pandas(test, preserve_index=False)
+        columns, names = transform_features(table, transform)
+        x = feature_matrix({name: np.asarray(column) for name, column in zip(names, columns)}, transform)
+        masks, _ = tabnet_feature_masks(predictor.model.get_layer("tabnet"), x)
+        path = output / "tabnet_feature_masks.png"
+        save_feature_mask_png(masks, feature_names(transform), path)
+        return [path]
+
+
+class TabularClassification(TabularTask, ClassificationTask):
+    name = "tabular_classification"
+
+    def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
+        return {"features": self.feature_schema(train, raw.label), "label": label_schema(train, raw)}
+
+    def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
+        table = self.features_to_arrow(frame, schema)
+        label = schema["label"]["name"]
+        return table.append_column(
+            pa.field(label, pa.string()), pa.array(frame[label].astype(str).to_numpy(), pa.string()))
+
+    def analyzer(self, schema, settings):
+        return AnalyzeFn(*self._kinds(schema))
+
+    def finalize(self, acc, schema, settings) -> dict[str, Any]:
+        numeric, categorical, label = self._kinds(schema)
+        return {
+            **self.feature_transform(acc, numeric, categorical, settings),
             "label": label_spec(acc["counts"][label], label),
             "num_train_rows": int(sum(acc["counts"][label].values())),
         }
@@ -233,15 +314,10 @@ class TabularClassification(ClassificationTask):
         return transform_batch(batch, transform, split)
 
     def output_schema(self, schema) -> pa.Schema:
-        numeric, categorical, label = self._kinds(schema)
-        return pa.schema(
-            [pa.field(n, pa.float32()) for n in numeric]
-            + [pa.field(n, pa.int64()) for n in categorical]
-            + [pa.field(label, pa.int64())]
-        )
+        return pa.schema([*self.feature_fields(schema), pa.field(schema["label"]["name"], pa.int64())])
 
     def specs(self, transform):
-        return InputSpec((feature_dim(transform),)), OutputSpec("classification", len(transform["label"]["classes"]))
+        return self.input_spec(transform), OutputSpec("classification", len(transform["label"]["classes"]))
 
     def arrays(self, columns, transform):
         return feature_matrix(columns, transform), np.asarray(columns[transform["label"]["name"]], "int32")
@@ -280,33 +356,8 @@ class TabularClassification(ClassificationTask):
 
         pretrain_by_epoch(pretrainer, epochs, config.train.batch_size, hidden_features)
 
-    def serving_model(self, network, transform):
-        return build_serving_model(network, transform)
-
-    def check_serving_model(self, transform):
-        if transform["categorical"]:
-            columns = ", ".join(repr(name) for name in transform["categorical"])
-            require_tensorflow_backend(
-                self.name, f"its serving model looks up categorical column(s) {columns} with Keras StringLookup",
-                "encode those columns as numbers in the source data (numeric features need no TensorFlow)",
-            )
-
-    def raw_inputs(self, frame, transform):
-        return raw_inputs(frame, transform)
-
     def extra_plots(self, predictor, test, y_true, y_pred, output, config):
-        """TabNet's per-step feature masks on the test rows: which features each decision step reads."""
-        if config.model.name != "tabnet":
-            return []
-        from keras_models.tabular import save_feature_mask_png, tabnet_feature_masks
-
-        transform = predictor.transform
-        table = transform_batch(pa.Table.from_pandas(test, preserve_index=False), transform, "test")
-        x = feature_matrix({name: table.column(name).to_numpy() for name in table.column_names}, transform)
-        masks, _ = tabnet_feature_masks(predictor.model.get_layer("tabnet"), x)
-        path = output / "tabnet_feature_masks.png"
-        save_feature_mask_png(masks, feature_names(transform), path)
-        return [path]
+        return self.feature_mask_plots(predictor, test, output, config)
 
 
 TASK = TabularClassification
