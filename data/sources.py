@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits")
+SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 DATA_ROOT = Path(__file__).resolve().parent
 
 
@@ -75,10 +75,13 @@ def _read_sklearn(name: str) -> tuple[pd.DataFrame, str]:
         )
     import sklearn.datasets
 
-    bunch = getattr(sklearn.datasets, f"load_{name}")(as_frame=True)
+    # Diabetes in its original units (age in years, sex 1/2, ...), not scikit-learn's pre-scaled copy.
+    options = {"scaled": False} if name == "diabetes" else {}
+    bunch = getattr(sklearn.datasets, f"load_{name}")(as_frame=True, **options)
     frame = bunch.frame.copy()
-    target_names = np.asarray(bunch.target_names)
-    label = {"iris": "species", "wine": "cultivar", "breast_cancer": "diagnosis"}.get(name, "label")
+    target_names = np.asarray(getattr(bunch, "target_names", []))
+    label = {"iris": "species", "wine": "cultivar", "breast_cancer": "diagnosis",
+             "diabetes": "disease_progression"}.get(name, "label")
     frame = frame.drop(columns=["target"])
     frame[label] = target_names[bunch.target.to_numpy()] if target_names.size else bunch.target
     return frame, label

@@ -114,6 +114,21 @@ class TabularClassification(Section):
     pretrain_learning_rate: float | None = Field(None, gt=0, lt=10)
 
 
+class TabularRegression(Section):
+    """Rows of numeric and categorical features, one numeric target.
+
+    The target is standardised on the train split for training and the
+    served model returns it in its original units. `loss` is the mean
+    squared error (`mse`) or the Huber loss (`huber`, on the standardised
+    target, so its threshold is one train standard deviation), which
+    outlying targets pull on less.
+    """
+
+    type: Literal["tabular_regression"]
+    categorical: tuple[str, ...] = ()
+    loss: Literal["mse", "huber"] = "mse"
+
+
 class ImageClassification(Section):
     """Images (height × width × channels), one class label; resized to `image_size` when set.
 
@@ -231,7 +246,7 @@ class Seq2Seq(Section):
 
 
 TaskConfig = Annotated[
-    Union[TabularClassification, ImageClassification, Forecasting, SeriesClassification,
+    Union[TabularClassification, TabularRegression, ImageClassification, Forecasting, SeriesClassification,
           TextClassification, Seq2Seq],
     Field(discriminator="type"),
 ]
