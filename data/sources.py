@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class RawData:
     renamed: dict[str, str]
     path: str | None = None
     rejected: pd.DataFrame = field(default_factory=rejected_rows)
+    csv_format: dict | None = None  # how a CSV source was read (`CsvFormat.to_dict()`)
 
 
 def column_name(name: str) -> str:
@@ -87,36 +89,11 @@ def _read_sklearn(name: str) -> tuple[pd.DataFrame, str]:
     return frame, label
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A CSV file (UTF-8, header first) → its rows indexed by file row, and the lines of the wrong width."""
-    import pyarrow as pa
-    import pyarrow.csv as csv
+def _read_csv(path: Path, options=None):
+    """A CSV file of any common shape (`data.csv_format`): its rows by file row, the bad lines, the format."""
+    from data.csv_format import read_csv
 
-    bad = []
-
-    def invalid_row(row) -> str:
-        reason = f"{row.actual_columns} fields where the header has {row.expected_columns}"
-        bad.append({"source": str(path), "row": row.number, "column": None, "value": row.text[:200], "reason": reason})
-        return "skip"
-
-    try:
-        table = csv.read_csv(
-            path,
-            read_options=csv.ReadOptions(use_threads=False),  # single-threaded parsing reports row numbers
-            parse_options=csv.ParseOptions(invalid_row_handler=invalid_row, newlines_in_values=True),
-            convert_options=csv.ConvertOptions(strings_can_be_null=True),
-        )
-    except pa.ArrowInvalid as e:
-        if "UTF8" in str(e) or "utf8" in str(e) or "UTF-8" in str(e):
-            raise SourceError(f"{path}: not valid UTF-8 ({e}); re-encode the file as UTF-8.") from None
-        raise SourceError(f"{path}: malformed CSV: {e}") from None
-    frame = table.to_pandas()
-    skipped = sorted(b["row"] for b in bad)
-    rows = np.arange(2, len(frame) + 2)  # the header is row 1
-    for number in skipped:  # each skipped line shifts the rows after it
-        rows[rows >= number] += 1
-    frame.index = rows
-    return frame, rejected_rows(bad)
+    return read_csv(path, options)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -193,10 +170,15 @@ def _read_tfds(spec: str, data_dir: str | None) -> tuple[pd.DataFrame, str]:
     return frame, label
 
 
-def read_source(source: str, label: str | None = None, tfds_data_dir: str | None = None) -> RawData:
-    """Reads `source` into a DataFrame with normalised column names and its label column."""
+def read_source(source: str, label: str | None = None, tfds_data_dir: str | None = None,
+                csv: Mapping | None = None) -> RawData:
+    """Reads `source` into a DataFrame with normalised column names and its label column.
+
+    `csv` holds the recipe's `data.csv` options for a CSV file (unset ones
+    are sniffed); `label` may be the column's name in the file or normalised.
+    """
     kind, _, rest = source.partition(":")
-    path, rejected = None, rejected_rows()
+    path, rejected, csv_format = None, rejected_rows(), None
     if kind == "sklearn":
         frame, default_label = _read_sklearn(rest)
     elif kind == "tfds":
@@ -207,8 +189,13 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
             path = DATA_ROOT.parent / path
         if not path.is_file():
             raise SourceError(f"Data file {source} does not exist.")
-        result = _reader(path)(path)
-        frame, rejected = result if isinstance(result, tuple) else (result, rejected)
+        reader = _reader(path)
+        if reader is _read_csv:
+            frame, rejected, fmt = _read_csv(path, csv)
+            csv_format = fmt.to_dict()
+        else:
+            result = reader(path)
+            frame, rejected = result if isinstance(result, tuple) else (result, rejected)
         default_label = "label"
     frame, renamed = _normalise_columns(frame)
     label = column_name(label or default_label)
@@ -221,7 +208,7 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
     frame, found = check_rows(frame, label, str(path or source))
     rejected = pd.concat([rejected, found], ignore_index=True) if len(found) else rejected
     return RawData(frame=frame, label=label, origin=source, renamed=renamed, path=str(path) if path else None,
-                   rejected=rejected)
+                   rejected=rejected, csv_format=csv_format)
 
 
 def check_rows(frame: pd.DataFrame, label: str, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
