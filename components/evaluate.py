@@ -5,7 +5,9 @@ the raw test rows. The task computes its metrics, its baseline (majority
 class, seasonal naive, ...) and its plots. The model is blessed when every
 threshold in the recipe holds and, if asked, it beats the baseline on the
 task's primary metric; a blessed model becomes a new version in the MLflow
-Model Registry and takes the recipe's alias.
+Model Registry and takes the recipe's alias. Reference models a task reports
+beside its baseline (a ridge regression) are logged as `<name>_<metric>`,
+kept in `metrics.json`, and compared in `blessing.json` without blocking it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ SPEC = ComponentSpec(
 )
 
 
-def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings) -> dict[str, Any]:
-    """Checks each threshold (a floor for scores, a ceiling for the task's error metrics) and the baseline."""
+def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings,
+          references: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """Checks each threshold (a floor for scores, a ceiling for the task's error metrics) and the baseline.
+
+    Each reference model (a ridge regression) adds an `informational` check on the primary metric with
+    the gap to it: it is reported, and the blessing does not depend on it.
+    """
     checks = []
     for name, bound in settings.thresholds.items():
         value = metrics.get(name)
@@ -40,7 +47,17 @@ def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings)
         lower = name in task.error_metrics
         checks.append({"check": f"{name} {'<' if lower else '>'} baseline {name}", "value": value,
                        "baseline": reference, "passed": value < reference if lower else value > reference})
-    return {"blessed": all(c["passed"] for c in checks), "checks": checks}
+    blessed = all(c["passed"] for c in checks)
+    name = task.primary_metric
+    lower = name in task.error_metrics
+    for reference_name, reference_metrics in (references or {}).items():
+        value, reference = metrics.get(name), reference_metrics.get(name)
+        if value is None or reference is None:
+            continue
+        checks.append({"check": f"{name} {'<=' if lower else '>='} {reference_name} {name}", "value": value,
+                       "reference": reference, "gap": value - reference,
+                       "passed": value <= reference if lower else value >= reference, "informational": True})
+    return {"blessed": blessed, "checks": checks}
 
 
 def register(model_uri: str, name: str, alias: str) -> dict[str, Any]:
@@ -77,10 +94,12 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     task = predictor.task
     test = read_frame(inputs["ingest"] / "test")
     evaluation = task.evaluate(predictor, test, inputs["ingest"], output, config)
-    blessing = bless(evaluation.headline, evaluation.baseline, task, config.evaluate)
+    blessing = bless(evaluation.headline, evaluation.baseline, task, config.evaluate, evaluation.references)
 
     mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.headline.items()})
     mlflow.log_metrics({f"baseline_{k}": v for k, v in evaluation.baseline.items()})
+    for reference, values in evaluation.references.items():
+        mlflow.log_metrics({f"{reference}_{k}": v for k, v in values.items()})
     for plot in evaluation.plots:
         mlflow.log_artifact(str(plot), "plots")
     mlflow.set_tag("blessed", str(blessing["blessed"]).lower())
@@ -89,7 +108,8 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     if blessing["blessed"]:
         example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), predictor.transform)
         registration = register(_model_uri(train_dir, example), config.registered_model_name, config.evaluate.alias)
-    metrics = {"test": evaluation.headline, "baseline": evaluation.baseline, **evaluation.details}
+    metrics = {"test": evaluation.headline, "baseline": evaluation.baseline,
+               **({"references": evaluation.references} if evaluation.references else {}), **evaluation.details}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     (output / "blessing.json").write_text(json.dumps({**blessing, "registration": registration}, indent=2))
     mlflow.log_artifact(str(output / "metrics.json"))

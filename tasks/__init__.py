@@ -12,6 +12,7 @@ from tasks.base import Evaluation, Task, TensorFlowRequiredError, require_tensor
 
 _MODULES = {
     "tabular_classification": "tasks.tabular",
+    "tabular_regression": "tasks.regression",
     "image_classification": "tasks.image",
     "forecasting": "tasks.forecasting",
     "series_classification": "tasks.series",

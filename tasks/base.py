@@ -78,13 +78,17 @@ class Evaluation:
     """Test metrics of the model and of its baseline, and the plots made on the way.
 
     `headline` holds the scalar metrics logged to MLflow and compared with
-    thresholds; `details` anything else worth keeping in `metrics.json`.
+    thresholds; `baseline` the metrics of the baseline the blessing requires
+    beating; `references` those of other models reported beside it, by name
+    (a ridge regression), which inform and do not block; `details` anything
+    else worth keeping in `metrics.json`.
     """
 
     headline: dict[str, float]
     baseline: dict[str, float]
     details: dict[str, Any] = field(default_factory=dict)
     plots: list[Path] = field(default_factory=list)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Task:

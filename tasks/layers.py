@@ -166,3 +166,34 @@ class SeasonalUndifference(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "lag": self.lag}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class Destandardize(keras.layers.Layer):
+    """`y * sqrt(variance) + mean`: a standardised prediction back in the target's original units.
+
+    The network learns the target z-scored on the train split; this layer
+    ends the serving model so it answers in the units the data came in.
+
+    Args:
+        mean: the target's train mean.
+        variance: the target's train variance (0 leaves the scale at 1).
+
+    >>> layer = Destandardize(mean=150.0, variance=400.0)
+    >>> float(layer(ops.ones((1, 1)))[0, 0])
+    170.0
+    """
+
+    def __init__(self, mean: float, variance: float, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.variance = float(mean), float(variance)
+
+    def call(self, inputs):
+        scale = self.variance**0.5 or 1.0
+        return inputs * ops.cast(scale, inputs.dtype) + ops.cast(self.mean, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "variance": self.variance}
