@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -31,10 +32,13 @@ def allowed_roots() -> list[Path]:
     return [PROJECT_ROOT, *(Path(p).resolve() for p in extra if p)]
 
 
-def inside_roots(path: str | Path, what: str) -> Path:
-    """`path` (relative to the checkout), resolved through links; an error when it leaves the allowed roots."""
+def inside_roots(path: str | Path, what: str, extra_roots: tuple[Path, ...] = ()) -> Path:
+    """`path` (relative to the checkout), resolved through links; an error when it leaves the allowed roots.
+
+    `extra_roots` widen them for one recipe: a recipe outside the checkout may read the files beside it.
+    """
     resolved = (PROJECT_ROOT / path).resolve()
-    roots = allowed_roots()
+    roots = [*allowed_roots(), *extra_roots]
     if not any(resolved.is_relative_to(root) for root in roots):
         raise ConfigError(
             f"{what} {str(path)!r} resolves to {resolved}, outside the allowed roots "
@@ -68,7 +72,8 @@ class DataConfig(Section):
     `source` is `sklearn:<name>` (a bundled scikit-learn dataset),
     `tfds:<name>[:<version>]` (a TensorFlow Datasets catalog name, or a
     builder in `data/tfds_builders/` over a shipped file), or a path to a
-    data file relative to the checkout. `test_source`, when set, is the
+    data file: relative to the checkout, or to the recipe's own directory
+    for a recipe outside the checkout (`recipe_base`). `test_source`, when set, is the
     dataset's own test set; `source` is then split into train and eval only.
 
     Rows that cannot be examples (a CSV line of the wrong width, a number
@@ -378,11 +383,12 @@ def list_recipes() -> list[str]:
 
 
 def recipe_path(recipe: str) -> Path:
-    """A recipe name from `pipeline/recipes/`, or a path to a YAML file."""
+    """A recipe name from `pipeline/recipes/`, or a path to a YAML file, wherever it is (the user named it)."""
     if recipe.endswith((".yaml", ".yml")):
-        path = inside_roots(Path(recipe).absolute(), "Recipe file")
+        path = Path(recipe).expanduser().absolute()
         if not path.is_file():
-            raise ConfigError(f"Recipe file {recipe} does not exist.")
+            raise ConfigError(f"Recipe file {recipe} does not exist; check the path, or write one with "
+                              f"`keras-pipeline init DATA --label COLUMN -o {recipe}`.")
         return path
     path = RECIPES_DIR / f"{recipe}.yaml"
     if not re.fullmatch(r"[\w-]+", recipe) or not path.is_file():
@@ -392,6 +398,39 @@ def recipe_path(recipe: str) -> Path:
             f"Unknown recipe {recipe!r}.{hint} Available: {', '.join(list_recipes())}."
         )
     return path
+
+
+def recipe_base(path: Path) -> Path:
+    """Where the relative paths in the recipe at `path` start.
+
+    The checkout for a recipe inside it (shipped recipes say `data/...`);
+    the recipe's own directory for one elsewhere, so that a recipe and its
+    data can sit side by side anywhere.
+    """
+    path = path.resolve()
+    return PROJECT_ROOT if path.is_relative_to(PROJECT_ROOT) else path.parent
+
+
+def _resolve_data_paths(tree: dict, base: Path, trusted: set[Path]) -> None:
+    """Confines the recipe's data files to the allowed roots, and makes paths relative to `base` absolute.
+
+    A file the user named on the command line (`trusted`) is read wherever it
+    is; a path written in a recipe may reach the checkout, `$PIPELINE_DATA_ROOTS`,
+    and, for a recipe outside the checkout, the recipe's own directory.
+    """
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return
+    extra = () if base == PROJECT_ROOT else (base,)
+    for key in ("source", "test_source"):
+        value = data.get(key)
+        if not isinstance(value, str) or value.startswith(SOURCE_SCHEMES):
+            continue
+        full = Path(os.path.normpath(base / value))
+        if full.resolve() not in trusted:
+            inside_roots(value if base == PROJECT_ROOT else full, f"data.{key}", extra)
+        if base != PROJECT_ROOT:
+            data[key] = str(full)
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -433,17 +472,39 @@ def _describe(error: dict, model: type[BaseModel]) -> str:
     return f"{location}: {error['msg']} (got {error.get('input')!r})"
 
 
-def load_config(
-    recipe: str = "iris_mlp",
-    overrides: dict[str, Any] | None = None,
-) -> PipelineConfig:
-    """Loads a recipe and applies `overrides` (flat parameter names or dotted paths)."""
-    path = recipe_path(recipe)
-    with open(path, encoding="utf-8") as f:
-        tree = yaml.safe_load(f) or {}
+def _read_recipe(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f) or {}
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"Recipe {path} is not valid YAML{where}: {e.problem}; fix the file there.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Recipe {path} is not valid YAML ({e}); fix the file.") from None
     if not isinstance(tree, dict):
-        raise ConfigError(f"Recipe {path} must be a mapping at the top level.")
-    tree.setdefault("name", path.stem)
+        raise ConfigError(f"Recipe {path} must be a mapping at the top level (section: values).")
+    return tree
+
+
+def load_config(
+    recipe: str | Mapping[str, Any] = "iris_mlp",
+    overrides: dict[str, Any] | None = None,
+    *,
+    trusted: Iterable[str | Path] = (),
+) -> PipelineConfig:
+    """Loads a recipe and applies `overrides` (flat parameter names or dotted paths).
+
+    `recipe` is a name, a YAML path, or a recipe already built in memory (with
+    its `name`; `run --data` infers one). `trusted` are data files the user
+    named on the command line, read wherever they are.
+    """
+    if isinstance(recipe, Mapping):
+        tree, base, label = copy.deepcopy(dict(recipe)), PROJECT_ROOT, f"recipe {recipe.get('name')!r}"
+    else:
+        path = recipe_path(recipe)
+        tree, base, label = _read_recipe(path), recipe_base(path), f"recipe {path.name}"
+        tree.setdefault("name", path.stem)
     model = tree.get("model") or {}
     if overrides and overrides.get("model") not in (None, model.get("name", "mlp")):
         # The recipe's hyperparameters belong to its own model, not to the one asked for.
@@ -452,11 +513,14 @@ def load_config(
         if value is None:
             continue
         _set_dotted(tree, PARAMETERS.get(key, key), value)
+    _resolve_data_paths(tree, base, {Path(p).expanduser().resolve() for p in trusted})
     try:
         config = PipelineConfig.model_validate(tree)
     except ValidationError as e:
-        lines = "\n  ".join(_describe(err, PipelineConfig) for err in e.errors())
-        raise ConfigError(f"Invalid configuration from recipe {path.name}:\n  {lines}") from None
+        lines = [_describe(err, PipelineConfig) for err in e.errors()]
+        if len(lines) == 1:
+            raise ConfigError(f"Invalid configuration from {label}: {lines[0]}") from None
+        raise ConfigError(f"Invalid configuration from {label}:\n  " + "\n  ".join(lines)) from None
     _check_model(config)
     return config
 
@@ -478,3 +542,23 @@ def _check_model(config: PipelineConfig) -> None:
             f"model: {config.model.name!r} has no {head} head for task {config.task.type!r}; "
             f"models that do: {', '.join(fitting)}."
         )
+    families = MODEL_FAMILIES.get(config.task.type)
+    if families and entry.family not in families:
+        fitting = [e.name for e in index.list_models() if e.family in families and head in e.tasks]
+        raise ConfigError(
+            f"model: {config.model.name!r} ({entry.family}) cannot read the inputs of task {config.task.type!r}; "
+            f"use one of {', '.join(fitting)}, e.g. --model {fitting[0]}."
+        )
+
+
+# The model families whose builders read each task type's inputs (a row of features, an image, a window
+# of a series, token ids, a sentence pair), so a mismatch fails at load time rather than in train.
+MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "tabular_classification": ("dense", "tabular"),
+    "tabular_regression": ("dense", "tabular"),
+    "image_classification": ("convolutional", "attention_vision", "dense"),
+    "forecasting": ("sequence", "dense"),
+    "series_classification": ("sequence", "dense"),
+    "text_classification": ("text", "sequence", "dense"),
+    "seq2seq": ("seq2seq",),
+}

@@ -63,16 +63,21 @@ def test_model_without_a_head_for_the_task_names_models_that_have_one():
         load_config("iris_mlp", {"model": "transformer"})
 
 
-def test_recipe_and_data_paths_cannot_leave_the_allowed_roots(tmp_path, monkeypatch):
+def test_data_paths_cannot_leave_the_allowed_roots(tmp_path, monkeypatch):
+    """A recipe named on the command line loads from anywhere; the data paths written in it stay confined."""
     outside = tmp_path / "outside"
-    outside.mkdir()
+    (outside / "recipes").mkdir(parents=True)
     (outside / "secret.csv").write_text("a,label\n1,x\n")
     (outside / "r.yaml").write_text(f"data: {{source: {outside / 'secret.csv'}}}\n")
+    (outside / "recipes" / "up.yaml").write_text("data: {source: ../secret.csv}\n")
+    (outside / "beside.yaml").write_text("data: {source: secret.csv}\n")
     link = Path(__file__).resolve().parents[1] / "data" / "link-to-outside.csv"
     monkeypatch.setenv("PIPELINE_DATA_ROOTS", str(tmp_path / "elsewhere"))
-    with pytest.raises(ConfigError, match=r"Recipe file .*r.yaml' resolves to .*outside the allowed roots .*"
-                                          r"add its directory to \$PIPELINE_DATA_ROOTS"):
-        load_config(str(outside / "r.yaml"))
+    with pytest.raises(ConfigError, match=r"data.source '.*outside/secret.csv' resolves to .*outside the allowed "
+                                          r"roots .*recipes\); add its directory to \$PIPELINE_DATA_ROOTS"):
+        load_config(str(outside / "recipes" / "up.yaml"))
+    assert load_config(str(outside / "beside.yaml")).data.source == str(outside / "secret.csv")
+    assert load_config(str(outside / "r.yaml")).data.source == str(outside / "secret.csv")
     escaping = os.path.relpath(outside / "secret.csv", link.parents[1])  # ../../…/secret.csv
     with pytest.raises(ConfigError, match=r"data.source '\.\./.*secret.csv' resolves to .*outside the allowed"):
         load_config("iris_mlp", {"data.source": escaping})
@@ -85,7 +90,7 @@ def test_recipe_and_data_paths_cannot_leave_the_allowed_roots(tmp_path, monkeypa
     finally:
         link.unlink()
     monkeypatch.setenv("PIPELINE_DATA_ROOTS", str(outside))
-    assert load_config(str(outside / "r.yaml")).data.source.endswith("secret.csv")
+    assert load_config(str(outside / "recipes" / "up.yaml")).data.source == str(outside / "secret.csv")
 
 
 @pytest.mark.parametrize("hparams, message", [
