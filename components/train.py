@@ -112,7 +112,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     from components import distribution
     from components.callbacks import training_callbacks
     from tasks import get_task
-    from tasks.serving import log_pyfunc_model
+    from tasks.serving import SOURCE_KEY, log_pyfunc_model
 
     settings = config.train
     plan = distribution.resolve(settings.strategy)
@@ -152,7 +152,9 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     network.save(output / "model.keras")
     task.serving_model(network, transform).save(output / "serving.keras")
     transform_path = output / "transform.json"
-    transform_path.write_text(json.dumps(transform, indent=2))
+    # The served model's transform carries the source file's original column names and CSV format.
+    served_transform = {**transform, SOURCE_KEY: read_json(inputs["ingest"] / "schema.json").get("source")}
+    transform_path.write_text(json.dumps(served_transform, indent=2))
     (output / "history.json").write_text(json.dumps(history.history, indent=2))
 
     example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), transform)

@@ -105,11 +105,11 @@ def test_registered_model_predicts_from_raw_rows(pipeline_run, mlflow_server, tm
     rows = iris.frame.drop(columns="target").rename(columns=lambda c: c.replace(" (cm)", "_cm").replace(" ", "_"))
     predictions = model.predict(rows)
     truth = np.asarray(iris.target_names)[iris.target]
-    assert (predictions["label"].to_numpy() == truth).mean() >= 0.9
+    assert (predictions["prediction"].to_numpy() == truth).mean() >= 0.9
     probabilities = predictions.filter(like="probability_").to_numpy()
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-4)
     names = [spec.name for spec in model.metadata.get_input_schema().inputs]
-    assert names == list(rows.columns)
+    assert names == [*iris.feature_names, *rows.columns]  # the file's own names, then the normalised ones
     files = mlflow.artifacts.list_artifacts(f"models:/{config.registered_model_name}@champion")
     assert "python_model.pkl" not in {Path(f.path).name for f in files}  # logged as code: loading unpickles nothing
     code = Path(mlflow.artifacts.download_artifacts(f"models:/{config.registered_model_name}@champion",
