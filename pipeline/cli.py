@@ -1,9 +1,4 @@
-"""Command line: `keras-pipeline run` for the whole pipeline, one component by name, or `init` for a recipe.
-
-Every check that needs no training (the recipe, the model against the task,
-the data file and the columns it names) runs before any MLflow run is
-created, and a failure is one line, `error: ...`, with exit status 2.
-"""
+"""Command line: `keras-pipeline run` for the whole pipeline, or one component by name."""
 
 from __future__ import annotations
 
@@ -16,7 +11,7 @@ from typing import Any, Callable, NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.config import PARAMETERS, ConfigError, PipelineConfig, list_recipes, load_config  # noqa: E402
+from pipeline.config import PARAMETERS, ConfigError, list_recipes, load_config  # noqa: E402
 
 COMPONENT_HELP = {
     "ingest": "read the source; write stratified splits, schema and statistics",
@@ -56,14 +51,7 @@ def _models_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--recipe", default=None,
-                        help=f"recipe name in pipeline/recipes/ or a YAML file anywhere (default: {DEFAULT_RECIPE})")
-    common.add_argument("--data", default=None, metavar="FILE",
-                        help="infer the recipe from this CSV or Parquet file, as `init` does, instead of --recipe")
-    common.add_argument("--label", default=None, metavar="COLUMN", help="with --data: the column to predict")
-    common.add_argument("--time-column", default=None, metavar="COLUMN",
-                        help="with --data: the timestamps of a series to forecast (found by itself when one column "
-                             "holds one date per row)")
+    common.add_argument("--recipe", default="iris_mlp", help="recipe name in pipeline/recipes/ or a YAML path")
     types = {"epochs": int, "batch_size": int, "max_trials": int, "seed": int, "learning_rate": float}
     for name, target in PARAMETERS.items():
         common.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_optional(types.get(name, str), name),
@@ -85,131 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in COMPONENT_HELP.items():
         sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)")
     sub.add_parser("list", help="list recipes, models and components")
-    _add_predict_parser(sub)
-    init = sub.add_parser("init", help="write a recipe for a CSV or Parquet file, inferred from its columns",
-                          description="Reads DATA (CSV with sniffed options, or Parquet), infers the task, the "
-                                      "categorical columns, a model and training settings, prints the columns, and "
-                                      "writes a commented recipe to run with `keras-pipeline run --recipe`.")
-    init.add_argument("data", metavar="DATA", help="a CSV (.csv, .csv.gz) or Parquet file, or sklearn:<name>")
-    init.add_argument("--label", required=True, metavar="COLUMN", help="the column to predict")
-    init.add_argument("--time-column", default=None, metavar="COLUMN",
-                      help="the timestamps of a series to forecast (found by itself when one column holds one "
-                           "date per row)")
-    init.add_argument("--name", default=None, help="recipe name: the MLflow experiment and the registered model "
-                                                    "(default: the data file's name)")
-    init.add_argument("-o", "--output", default=None, metavar="FILE", help="the recipe to write (default: NAME.yaml "
-                                                                            "in the current directory)")
-    init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
-
-
-DEFAULT_RECIPE = "iris_mlp"
-
-
-def _init(args: argparse.Namespace) -> int:
-    """`keras-pipeline init`: infers a recipe from the data file and writes it as commented YAML."""
-    from pathlib import Path
-
-    from pipeline.recipe_from_data import column_table, infer_recipe, recipe_yaml, source_for
-
-    inferred = infer_recipe(args.data, args.label, args.time_column, args.name)
-    output = Path(args.output or f"{inferred.name}.yaml")
-    if not output.name.endswith((".yaml", ".yml")):
-        raise ConfigError(f"-o {output}: a recipe file ends in .yaml; name it, e.g., -o {output.stem}.yaml.")
-    if output.exists() and not args.force:
-        raise ConfigError(f"{output} exists; pass --force to overwrite it, or -o another file.")
-    _, allow = source_for(inferred, output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(recipe_yaml(inferred, output), encoding="utf-8")
-    print(column_table(inferred))
-    for note in inferred.notes:
-        print(f"note: {note}")
-    print(f"\nwrote {output}: {inferred.task_type} of {inferred.recipe['data']['label']!r} with "
-          f"{inferred.recipe['model']['name']}")
-    prefix = f"PIPELINE_DATA_ROOTS={allow} " if allow else ""
-    if allow:
-        print(f"the recipe reads {inferred.source}, outside the checkout and the recipe's directory: list "
-              f"{allow} in $PIPELINE_DATA_ROOTS, or write the recipe beside the data (-o {allow / output.name})")
-    print(f"run it:  {prefix}keras-pipeline run --recipe {output}")
-    return 0
-
-
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    """The recipe named by --recipe, or inferred from --data, with the command line's overrides."""
-    overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
-    overrides |= _assignments(args.assignments)
-    if args.data is None:
-        if args.label is not None or args.time_column is not None:
-            option = "--label" if args.label is not None else "--time-column"
-            raise ConfigError(f"{option} goes with --data FILE; to change a recipe's columns, use "
-                              "--set data.label=COLUMN or --set task.time_column=COLUMN.")
-        return load_config(args.recipe or DEFAULT_RECIPE, overrides)
-    if args.recipe is not None:
-        raise ConfigError("--data infers a recipe from the file; drop --recipe, or drop --data and set "
-                          "data.source in the recipe.")
-    if args.label is None:
-        raise ConfigError("--data needs --label COLUMN, the column to predict.")
-    from pipeline.recipe_from_data import column_table, infer_recipe
-
-    inferred = infer_recipe(args.data, args.label, args.time_column)
-    print(column_table(inferred))
-    for note in inferred.notes:
-        print(f"note: {note}")
-    return load_config(inferred.recipe, overrides, trusted=[inferred.source])
-
-
-def _add_predict_parser(sub) -> None:
-    """`keras-pipeline predict MODEL_URI INPUT [-o OUTPUT]`: batch predictions (`pipeline/predict.py`)."""
-    from pipeline.predict import BAD_ROWS_POLICIES, DEFAULT_CHUNK_ROWS
-
-    predict = sub.add_parser(
-        "predict", help="write a CSV or Parquet file's rows with a logged model's predictions",
-        description="Reads INPUT (CSV or Parquet, anywhere) a chunk at a time, CSV in the format of the model's "
-                    "training file unless the options below say otherwise, and writes its rows plus `prediction` "
-                    "(and `probability_<class>`) to OUTPUT, default <input stem>.predictions.csv (.parquet for "
-                    "Parquet input) beside INPUT. Columns may carry the training file's names or normalised ones.")
-    predict.add_argument("model_uri", metavar="MODEL_URI",
-                         help="models:/<name>@<alias>, models:/<name>/<version> or runs:/<run id>/model")
-    predict.add_argument("input", metavar="INPUT", help="a CSV (.csv, .csv.gz, .tsv, .txt) or Parquet file")
-    predict.add_argument("-o", "--output", default=None, help="a .csv or .parquet file, written when all rows are")
-    predict.add_argument("--bad-rows", choices=BAD_ROWS_POLICIES, default="fail",
-                         help="rows with a number that does not parse, an infinite value or the wrong width: "
-                              "fail naming them (default), or skip and report them")
-    predict.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="N",
-                         help=f"rows read, predicted and written at a time (default {DEFAULT_CHUNK_ROWS})")
-    predict.add_argument("--delimiter", default=None, help="CSV field separator (one character, or tab)")
-    predict.add_argument("--encoding", default=None, help="CSV encoding, a Python codec name such as cp1252")
-    predict.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
-                         help="whether the CSV's first line names the columns")
-    predict.add_argument("--csv", dest="csv_options", action="append", default=[], metavar="KEY=VALUE",
-                         help="any data.csv option, e.g. --csv 'column_names=[a, b]' --csv 'na_values=[\"?\"]'")
-    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _predict(args) -> int:
-    import yaml
-    from mlflow.exceptions import MlflowException
-
-    from data.sources import bad_rows_summary
-    from pipeline.predict import PredictError, predict_file
-
-    options = {"delimiter": args.delimiter, "encoding": args.encoding, "header": args.header}
-    for item in args.csv_options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"error: --csv {item!r}: expected KEY=VALUE, e.g. --csv delimiter=';'", file=sys.stderr)
-            return 2
-        options[key] = yaml.safe_load(value)
-    try:
-        summary = predict_file(args.model_uri, args.input, args.output, csv_options=options, bad_rows=args.bad_rows,
-                               chunk_rows=args.chunk_rows, progress=not args.no_progress)
-    except (PredictError, MlflowException) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {summary.rows_written} row(s) with predictions to {summary.output_path}")
-    if summary.rows_skipped:
-        print(f"skipped {summary.rows_skipped} bad row(s):\n{bad_rows_summary(summary.rejected)}")
-    return 0
 
 
 def _assignments(items: list[str]) -> dict[str, Any]:
@@ -227,8 +91,6 @@ def _assignments(items: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
-    if args.command == "predict":
-        return _predict(args)
     if args.command == "list":
         from keras_models import index
 
@@ -236,16 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         for entry in index.list_models():
             print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
         return 0
-    from data.sources import SourceError
-    from pipeline.preflight import check_inputs
     from tasks.base import TensorFlowRequiredError
 
+    overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
     try:
-        if args.command == "init":
-            return _init(args)
-        config = _config(args)
-        check_inputs(config)
-    except (ConfigError, SourceError) as e:
+        config = load_config(args.recipe, {**overrides, **_assignments(args.assignments)})
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TensorFlowRequiredError as e:  # the recipe's task type imports TensorFlow, which is missing
