@@ -67,7 +67,10 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
             "Use more data, or change data.split."
         )
     schema = task.schema(splits["train"], raw)
-    schema["source"] = {"origin": raw.origin, "renamed_columns": raw.renamed}
+    schema["source"] = {"origin": raw.origin, "renamed_columns": raw.renamed, "csv": raw.csv_format}
+    if raw.csv_format is not None:  # a tab shows as "\t"; lists and None as JSON
+        mlflow.log_params({f"csv_{key}": value if isinstance(value, str) and value.isprintable()
+                           else json.dumps(value)[:6000] for key, value in raw.csv_format.items()})
     statistics = {name: column_statistics(frame) for name, frame in splits.items()}
     for name, frame in splits.items():
         (output / name).mkdir()

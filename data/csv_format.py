@@ -280,13 +280,22 @@ class _Rows:
     def unreported(self) -> int:
         return len(self.skipped) - self.reported
 
-    def rejected(self, through: int | None = None) -> pd.DataFrame:
+    def rejected(self, through: int | None = None) -> list[dict]:
         """The skipped lines not yet reported, up to row `through` (None: all)."""
         pending = sorted(self.skipped[self.reported:], key=lambda b: b["row"])
         now = [b for b in pending if through is None or b["row"] <= through]
         self.skipped[self.reported:] = now + [b for b in pending if b not in now]
         self.reported += len(now)
-        return rejected_rows(now)
+        return now
+
+
+def _column_names(path: Path, fmt: CsvFormat) -> list[str]:
+    """The columns as the reader names them: given, or the header's."""
+    if fmt.column_names is not None:
+        return list(fmt.column_names)
+    with _open(path) as raw:
+        text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="replace", newline="")
+        return next(csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char), [])
 
 
 def _undecodable(path: Path, fmt: CsvFormat) -> str | None:
@@ -304,7 +313,8 @@ def _undecodable(path: Path, fmt: CsvFormat) -> str | None:
                     data = bytes(ord(c) - 0xDC00 for c in bad.group())
                     column = f", column {names[i]!r}" if i < len(names) and (row > 1 or not fmt.header) else ""
                     line = f" (line {reader.line_num})" if reader.line_num != row else ""
-                    guess = _detect_encoding(data + value.encode(fmt.encoding, errors="surrogateescape"))
+                    record = fmt.delimiter.join(fields).encode(fmt.encoding, errors="surrogateescape")
+                    guess = _detect_encoding(record)
                     hint = f" (it looks like {guess})" if guess and guess != fmt.encoding else ""
                     return (f"row {row}{line}{column} does not decode as {fmt.encoding} (bytes "
                             f"{data.hex(' ')} in {value.encode(fmt.encoding, 'surrogateescape')!r}); set "
@@ -327,12 +337,12 @@ def _arrow_error(path: Path, fmt: CsvFormat, error: Exception) -> SourceError:
     found = re.search(r"column #(\d+): Row #(\d+): CSV conversion error to (\S+): invalid value '(.*)'", message)
     if found:
         index, row, kind, value = int(found[1]), found[2], found[3], found[4]
-        names = fmt.column_names
-        name = names[index] if names is not None and index < len(names) else f"#{index + 1}"
+        names = _column_names(path, fmt)
+        name = names[index] if index < len(names) else f"#{index + 1}"
         forced = fmt.column_types.get(name)
-        fix = (f"fix the value or change data.csv.column_types[{name!r}] ({forced!r})" if forced
+        fix = (f"fix the value or change data.csv.column_types[{name!r}]" if forced
                else "fix the value or set data.csv.column_types for the column")
-        return SourceError(f"{path}: row {row}, column {name!r}: {value!r} is not a {kind} value; {fix}.")
+        return SourceError(f"{path}: row {row}, column {name!r}: {value!r} is not {forced or kind}; {fix}.")
     if "straddling" in message or "block" in message:
         return SourceError(f"{path}: a record is too long or an opening quote is unclosed ({message}); check "
                            f"data.csv.quote_char ({fmt.quote_char!r}).")
@@ -385,9 +395,10 @@ def iter_csv(path, fmt: CsvFormat, block_rows: int = 65536) -> Iterator[pd.DataF
     Memory stays bounded by the chunk. Column types are inferred from the
     file's first block; a chunk whose values do not fit them keeps the column
     as text (as `read_csv` does for the whole file), so a typo is a row to
-    reject, not a failed stream. Each chunk's `attrs["rejected"]` holds the
-    lines of the wrong width up to its last row (`data.sources.rejected_rows`
-    columns); bad lines after the last row come in a final empty chunk.
+    reject, not a failed stream. Each chunk's `attrs["rejected"]` lists the
+    lines of the wrong width up to its last row (dicts with the
+    `data.sources.rejected_rows` columns), and the last chunk's the rest (it is empty when only bad lines follow
+    the last full chunk).
     """
     path = Path(path)
     rows = _Rows(path, fmt)
@@ -400,14 +411,14 @@ def iter_csv(path, fmt: CsvFormat, block_rows: int = 65536) -> Iterator[pd.DataF
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise _arrow_error(path, fmt, e) from None
 
-    def chunk(table: pa.Table) -> pd.DataFrame:
+    def chunk(table: pa.Table, last: bool = False) -> pd.DataFrame:
         columns = [table[name] if name in forced else _settle(table[name], inferred.field(name).type)
                    for name in table.column_names]
         table = pa.table(columns, names=table.column_names)
         _check_decoded(path, fmt, table)
         frame = table.to_pandas()
         frame.index = rows.take(len(frame))
-        frame.attrs["rejected"] = rows.rejected(through=frame.index[-1] if len(frame) else None)
+        frame.attrs["rejected"] = rows.rejected(through=None if last else frame.index[-1])
         return frame
 
     pending: list[pa.RecordBatch] = []
@@ -427,4 +438,4 @@ def iter_csv(path, fmt: CsvFormat, block_rows: int = 65536) -> Iterator[pd.DataF
                 yield chunk(table.slice(0, block_rows))
                 pending, held = table.slice(block_rows).to_batches(), held - block_rows
         if held or rows.unreported():
-            yield chunk(pa.Table.from_batches(pending, schema=reader.schema))
+            yield chunk(pa.Table.from_batches(pending, schema=reader.schema), last=True)

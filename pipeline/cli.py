@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from components.base import NonFiniteLossError, RunnerUnreachableError
+    from components.base import NonFiniteLossError
     from components.tuning_cluster import TuningClusterError
     from data.sources import SourceError
     from pipeline.artifacts import ArtifactError
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     # Errors that explain themselves (the file, row, column or parameter at fault; a failed tune process's
     # log; what needs TensorFlow; MLflow's own): no traceback.
     explained = (SourceError, ArtifactError, NonFiniteLossError, TuningClusterError, MlflowException,
-                 TensorFlowRequiredError, RunnerUnreachableError)
+                 TensorFlowRequiredError)
 
     try:
         result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)

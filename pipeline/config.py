@@ -6,6 +6,7 @@ fails at load time with a message that names it and lists what is valid.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -66,6 +67,47 @@ class SplitConfig(Section):
         return self
 
 
+class CsvOptions(Section):
+    """How a CSV source is read; each option left unset is sniffed from the file (`data/csv_format.py`).
+
+    `delimiter` separates the fields (one character, or `tab`; sniffed among
+    `,` `;` tab `|`). `encoding` is a Python codec name such as `cp1252`
+    (sniffed: UTF-8, UTF-8 with a byte-order mark, else detected); other
+    encodings are transcoded while reading. `header` says whether the first
+    row names the columns (sniffed from whether its values fit the columns
+    below it). `column_names` names the columns in file order: those of a
+    headerless file (else `column_1` … `column_N`), or replacing the header.
+    `column_types` forces a column (by its name in the file) to `string`,
+    `integer`, `float`, `boolean` or `date`, e.g. zip codes to `string`.
+    `na_values` lists the strings read as missing (unset: pyarrow's `""`,
+    `NA`, `N/A`, `NaN`, `null` and the like; `?` is not among them).
+    `quote_char` quotes fields that hold the delimiter, quotes or newlines.
+    """
+
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    encoding: str | None = None
+    header: bool | None = None
+    column_names: tuple[str, ...] | None = None
+    column_types: dict[str, Literal["string", "integer", "float", "boolean", "date"]] | None = None
+    na_values: tuple[str, ...] | None = None
+    quote_char: str | None = Field(None, min_length=1, max_length=1)
+
+    @field_validator("delimiter", mode="before")
+    @classmethod
+    def _named_delimiter(cls, value: Any) -> Any:
+        return {"tab": "\t", "\\t": "\t"}.get(value, value) if isinstance(value, str) else value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown encoding {value!r}; use a codec name such as utf-8 or cp1252") from None
+        return value
+
+
 class DataConfig(Section):
     """Where the examples come from.
 
@@ -81,6 +123,9 @@ class DataConfig(Section):
     under `bad_rows_policy: fail`; under `quarantine` they are set aside in
     the artifact's `rejected_rows.csv` with the reason, unless they are more
     than `max_bad_rows_fraction` of the rows read.
+
+    `csv` says how a CSV source (and test source) is read; what it leaves
+    unset is sniffed from the file (see `CsvOptions`).
     """
 
     source: str
@@ -90,6 +135,7 @@ class DataConfig(Section):
     tfds_data_dir: str | None = None
     bad_rows_policy: Literal["fail", "quarantine"] = "fail"
     max_bad_rows_fraction: float = Field(0.01, ge=0, le=1)
+    csv: CsvOptions = CsvOptions()
 
     @field_validator("source", "test_source")
     @classmethod

@@ -105,14 +105,14 @@ class Task:
     # ---- ingest ---------------------------------------------------------
 
     def read(self, data) -> RawData:
-        return read_source(data.source, data.label, data.tfds_data_dir)
+        return read_source(data.source, data.label, data.tfds_data_dir, csv=data.csv.model_dump())
 
     def read_splits(self, data, seed: int) -> tuple[RawData, dict[str, pd.DataFrame]]:
         """Reads the source and splits it; a dataset's own test set, when given, stays the test split."""
         raw = self.read(data)
         if data.test_source is None:
             return raw, self.split(raw, data.split.train, data.split.eval, data.split.test, seed)
-        test = read_source(data.test_source, raw.label, data.tfds_data_dir)
+        test = read_source(data.test_source, raw.label, data.tfds_data_dir, csv=data.csv.model_dump())
         missing = sorted(set(raw.frame.columns) - set(test.frame.columns))
         if missing:
             raise SourceError(f"{data.test_source}: lacks column(s) {missing} that {data.source} has.")
