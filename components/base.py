@@ -3,6 +3,13 @@
 A component module holds a `SPEC` and a `run(inputs, output, config)`
 that reads input artifact directories and writes its output directory. It
 never imports another component; the runner wires them by their specs.
+
+`run` returns the component's summary, kept in the manifest. Two of its
+keys declare what a finished artifact must hold, and the artifact store
+checks them before it publishes the build (`pipeline.artifacts.check_outputs`):
+`output_rows` maps a directory of the artifact to the rows its Parquet files
+must hold together (the upstream split's, less any rows the component set
+aside), and `output_files` lists files that must exist.
 """
 
 from __future__ import annotations
@@ -37,4 +44,12 @@ class NonFiniteLossError(FloatingPointError):
 
     Defined here, apart from the callback that raises it, so that the CLI can
     name it among the errors it explains without importing Keras.
+    """
+
+
+class RunnerUnreachableError(ConnectionError):
+    """A distributed runner's scheduler or job server does not answer at the configured address.
+
+    Defined here, apart from the Beam code that raises it, so that the CLI
+    can name it among the errors it explains without importing Beam.
     """

@@ -6,6 +6,9 @@ already inside, so a directory with a manifest is always a finished one.
 The fingerprint covers the component's config, its inputs' fingerprints, the
 source of the project code it runs and the library versions, so changing any
 of them re-runs the component and everything downstream, and nothing else.
+Before a build is published, its directory is checked against what the
+component's summary declares (`check_outputs`): a build that lacks a split,
+holds too few rows or left temporary files fails and is not published.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 MANIFEST = "manifest.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# What writers leave behind when they stop half-way: Beam's file sinks, and files written before a rename.
+TEMPORARY_FILES = ("beam-temp-*", "*.tmp", "*.partial")
 LIBRARIES = ("keras", "tensorflow-cpu", "jax", "apache-beam", "keras-tuner", "mlflow", "numpy", "pyarrow", "pandas", "scikit-learn", "pydantic")
 
 
@@ -90,6 +95,40 @@ def _list_files(directory: Path) -> dict[str, dict[str, Any]]:
         for p in sorted(directory.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+
+
+def check_outputs(directory: Path, summary: Mapping[str, Any] | None) -> list[str]:
+    """What a component's output directory lacks, against its summary's `output_rows` and `output_files`.
+
+    Each directory in `output_rows` must hold Parquet files whose row counts
+    add up to the number declared; each file in `output_files` must exist;
+    no file or directory may have a temporary name (`TEMPORARY_FILES`).
+    Returns the problems, each naming the path; empty when the output is whole.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    summary = summary if isinstance(summary, Mapping) else {}
+    problems = [f"missing file {name}" for name in summary.get("output_files", ()) if not (directory / name).is_file()]
+    for name, expected in summary.get("output_rows", {}).items():
+        files = sorted((directory / name).glob("*.parquet"))
+        if not files:
+            problems.append(f"{name} has no Parquet files (expected {expected:,} rows)")
+            continue
+        try:
+            rows = sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+        except (OSError, pa.ArrowException) as e:
+            problems.append(f"{name} has an unreadable Parquet file ({e})")
+            continue
+        if rows != expected:
+            problems.append(f"{name} holds {rows:,} rows in {len(files)} Parquet file(s), expected {expected:,}")
+    leftovers = sorted({str(path.relative_to(directory)) for pattern in TEMPORARY_FILES
+                        for path in directory.rglob(pattern)})
+    if leftovers:
+        more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
+        problems.append(f"temporary files left: {', '.join(leftovers[:5])}{more}")
+    return problems
 
 
 class ArtifactStore:
@@ -162,6 +201,10 @@ class ArtifactStore:
     ) -> Iterator[Path]:
         """Yields a staging directory; on success publishes it with its manifest. Call it under `lock`.
 
+        The caller sets `manifest["summary"]` inside the block; the staging
+        directory is published only if `check_outputs` finds nothing wrong
+        with it, else the build fails with `ArtifactError` naming each problem.
+
         A failed build never leaves a manifest; it keeps its staging
         directory only for `resume=True` components (training checkpoints,
         tuner state), and a killed one's is cleared by the next build.
@@ -173,6 +216,9 @@ class ArtifactStore:
         staging.mkdir(exist_ok=True)
         try:
             yield staging
+            problems = check_outputs(staging, manifest.get("summary"))
+            if problems:
+                raise ArtifactError(f"{component} output is incomplete, so it is not published: {'; '.join(problems)}")
         except BaseException:
             if not resume:
                 shutil.rmtree(staging, ignore_errors=True)

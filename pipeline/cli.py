@@ -1,4 +1,9 @@
-"""Command line: `keras-pipeline run` for the whole pipeline, or one component by name."""
+"""Command line: `keras-pipeline run` for the whole pipeline, one component by name, or `init` for a recipe.
+
+Every check that needs no training (the recipe, the model against the task,
+the data file and the columns it names) runs before any MLflow run is
+created, and a failure is one line, `error: ...`, with exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from typing import Any, Callable, NoReturn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.config import PARAMETERS, ConfigError, list_recipes, load_config  # noqa: E402
+from pipeline.config import PARAMETERS, ConfigError, PipelineConfig, list_recipes, load_config  # noqa: E402
 
 COMPONENT_HELP = {
     "ingest": "read the source; write stratified splits, schema and statistics",
@@ -51,7 +56,14 @@ def _models_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--recipe", default="iris_mlp", help="recipe name in pipeline/recipes/ or a YAML path")
+    common.add_argument("--recipe", default=None,
+                        help=f"recipe name in pipeline/recipes/ or a YAML file anywhere (default: {DEFAULT_RECIPE})")
+    common.add_argument("--data", default=None, metavar="FILE",
+                        help="infer the recipe from this CSV or Parquet file, as `init` does, instead of --recipe")
+    common.add_argument("--label", default=None, metavar="COLUMN", help="with --data: the column to predict")
+    common.add_argument("--time-column", default=None, metavar="COLUMN",
+                        help="with --data: the timestamps of a series to forecast (found by itself when one column "
+                             "holds one date per row)")
     types = {"epochs": int, "batch_size": int, "max_trials": int, "seed": int, "learning_rate": float}
     for name, target in PARAMETERS.items():
         common.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_optional(types.get(name, str), name),
@@ -73,7 +85,76 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in COMPONENT_HELP.items():
         sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)")
     sub.add_parser("list", help="list recipes, models and components")
+    init = sub.add_parser("init", help="write a recipe for a CSV or Parquet file, inferred from its columns",
+                          description="Reads DATA (CSV with sniffed options, or Parquet), infers the task, the "
+                                      "categorical columns, a model and training settings, prints the columns, and "
+                                      "writes a commented recipe to run with `keras-pipeline run --recipe`.")
+    init.add_argument("data", metavar="DATA", help="a CSV (.csv, .csv.gz) or Parquet file, or sklearn:<name>")
+    init.add_argument("--label", required=True, metavar="COLUMN", help="the column to predict")
+    init.add_argument("--time-column", default=None, metavar="COLUMN",
+                      help="the timestamps of a series to forecast (found by itself when one column holds one "
+                           "date per row)")
+    init.add_argument("--name", default=None, help="recipe name: the MLflow experiment and the registered model "
+                                                    "(default: the data file's name)")
+    init.add_argument("-o", "--output", default=None, metavar="FILE", help="the recipe to write (default: NAME.yaml "
+                                                                            "in the current directory)")
+    init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
+
+
+DEFAULT_RECIPE = "iris_mlp"
+
+
+def _init(args: argparse.Namespace) -> int:
+    """`keras-pipeline init`: infers a recipe from the data file and writes it as commented YAML."""
+    from pathlib import Path
+
+    from pipeline.recipe_from_data import column_table, infer_recipe, recipe_yaml, source_for
+
+    inferred = infer_recipe(args.data, args.label, args.time_column, args.name)
+    output = Path(args.output or f"{inferred.name}.yaml")
+    if not output.name.endswith((".yaml", ".yml")):
+        raise ConfigError(f"-o {output}: a recipe file ends in .yaml; name it, e.g., -o {output.stem}.yaml.")
+    if output.exists() and not args.force:
+        raise ConfigError(f"{output} exists; pass --force to overwrite it, or -o another file.")
+    _, allow = source_for(inferred, output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(recipe_yaml(inferred, output), encoding="utf-8")
+    print(column_table(inferred))
+    for note in inferred.notes:
+        print(f"note: {note}")
+    print(f"\nwrote {output}: {inferred.task_type} of {inferred.recipe['data']['label']!r} with "
+          f"{inferred.recipe['model']['name']}")
+    prefix = f"PIPELINE_DATA_ROOTS={allow} " if allow else ""
+    if allow:
+        print(f"the recipe reads {inferred.source}, outside the checkout and the recipe's directory: list "
+              f"{allow} in $PIPELINE_DATA_ROOTS, or write the recipe beside the data (-o {allow / output.name})")
+    print(f"run it:  {prefix}keras-pipeline run --recipe {output}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """The recipe named by --recipe, or inferred from --data, with the command line's overrides."""
+    overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
+    overrides |= _assignments(args.assignments)
+    if args.data is None:
+        if args.label is not None or args.time_column is not None:
+            option = "--label" if args.label is not None else "--time-column"
+            raise ConfigError(f"{option} goes with --data FILE; to change a recipe's columns, use "
+                              "--set data.label=COLUMN or --set task.time_column=COLUMN.")
+        return load_config(args.recipe or DEFAULT_RECIPE, overrides)
+    if args.recipe is not None:
+        raise ConfigError("--data infers a recipe from the file; drop --recipe, or drop --data and set "
+                          "data.source in the recipe.")
+    if args.label is None:
+        raise ConfigError("--data needs --label COLUMN, the column to predict.")
+    from pipeline.recipe_from_data import column_table, infer_recipe
+
+    inferred = infer_recipe(args.data, args.label, args.time_column)
+    print(column_table(inferred))
+    for note in inferred.notes:
+        print(f"note: {note}")
+    return load_config(inferred.recipe, overrides, trusted=[inferred.source])
 
 
 def _assignments(items: list[str]) -> dict[str, Any]:
@@ -98,12 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         for entry in index.list_models():
             print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
         return 0
+    from data.sources import SourceError
+    from pipeline.preflight import check_inputs
     from tasks.base import TensorFlowRequiredError
 
-    overrides = {name: getattr(args, name) for name in PARAMETERS} | {"tune.workers": args.workers}
     try:
-        config = load_config(args.recipe, {**overrides, **_assignments(args.assignments)})
-    except ConfigError as e:
+        if args.command == "init":
+            return _init(args)
+        config = _config(args)
+        check_inputs(config)
+    except (ConfigError, SourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TensorFlowRequiredError as e:  # the recipe's task type imports TensorFlow, which is missing
@@ -112,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from components.base import NonFiniteLossError
+    from components.base import NonFiniteLossError, RunnerUnreachableError
     from components.tuning_cluster import TuningClusterError
     from data.sources import SourceError
     from pipeline.artifacts import ArtifactError
@@ -122,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     # Errors that explain themselves (the file, row, column or parameter at fault; a failed tune process's
     # log; what needs TensorFlow; MLflow's own): no traceback.
     explained = (SourceError, ArtifactError, NonFiniteLossError, TuningClusterError, MlflowException,
-                 TensorFlowRequiredError)
+                 TensorFlowRequiredError, RunnerUnreachableError)
 
     try:
         result = run_pipeline(config, None if args.command == "run" else [args.command], no_cache=args.no_cache)

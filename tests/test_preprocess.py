@@ -1,4 +1,6 @@
 import json
+import os
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -105,13 +107,37 @@ def preprocess_in_row_groups(tmp_path, monkeypatch, workers: int):
     return json.loads((tmp_path / "preprocess" / "transform" / "transform.json").read_text())
 
 
+class PidRecordingTask:
+    """A task that notes, in `directory`, which process transforms each row group of each split."""
+
+    def __init__(self, task, directory):
+        self.task, self.directory = task, directory
+
+    def __getattr__(self, name):
+        if name == "task":
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+    def transform_batch(self, batch, transform, split):
+        (self.directory / f"{split}-{os.getpid()}-{uuid.uuid4().hex}").touch()
+        return self.task.transform_batch(batch, transform, split)
+
+
 def test_two_worker_processes_share_each_split(tmp_path, local_mlflow, monkeypatch):
-    """The train split's row groups are dealt to both workers: each writes its own part of it."""
+    """The train split's row groups are dealt to both workers: each transforms and writes its own part files."""
+    import tasks
     from components.artifact_io import split_files
 
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    get_task = tasks.get_task
+    monkeypatch.setattr(tasks, "get_task", lambda config: PidRecordingTask(get_task(config), pids))
     transform = preprocess_in_row_groups(tmp_path, monkeypatch, workers=2)
+    writers = {int(name.split("-")[1]) for name in os.listdir(pids) if name.startswith("train-")}
+    assert len(writers) == 2 and os.getpid() not in writers
     parts = split_files(tmp_path / "preprocess" / "transformed" / "train")
-    assert len(parts) == 2 and all(pq.ParquetFile(part).metadata.num_rows > 0 for part in parts)
+    row_groups = pq.ParquetFile(tmp_path / "ingest" / "train" / "data.parquet").num_row_groups
+    assert len(parts) == row_groups and all(pq.ParquetFile(part).metadata.num_rows > 0 for part in parts)
     frame = pd.DataFrame(read_columns(tmp_path / "preprocess" / "transformed" / "train"))
     assert len(frame) == transform["num_train_rows"] == 105 and abs(frame["sepal_length_cm"].mean()) < 1e-5
 
