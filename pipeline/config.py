@@ -7,6 +7,7 @@ fails at load time with a message that names it and lists what is valid.
 from __future__ import annotations
 
 import codecs
+import copy
 import difflib
 import os
 import re
@@ -136,16 +137,6 @@ class DataConfig(Section):
     bad_rows_policy: Literal["fail", "quarantine"] = "fail"
     max_bad_rows_fraction: float = Field(0.01, ge=0, le=1)
     csv: CsvOptions = CsvOptions()
-
-    @field_validator("source", "test_source")
-    @classmethod
-    def _inside_roots(cls, source: str | None, info) -> str | None:
-        if source is not None and not source.startswith(SOURCE_SCHEMES):
-            try:
-                inside_roots(source, f"data.{info.field_name}")
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-        return source
 
 
 class TabularClassification(Section):
