@@ -1,8 +1,14 @@
 """What every classification task shares: label vocabulary, head, metrics, baseline and plots.
 
-The label's classes are counted on the train split by the Beam analyzer
-and sorted; a test label never seen in training is an error that names it.
-The model is judged against the majority class of the train split.
+A label may hold strings, integers, booleans or floats that code classes.
+Parquet stores each class as its canonical string (`canonical_label`), so
+Beam, the trainer and the metrics see one vocabulary whatever the source's
+type; the label entry of `schema.json` and `transform.json` keeps the
+original value of each class and its type (`dtype`), and predictions come
+back as those values. The classes are counted on the train split by the
+Beam analyzer and sorted; a test label never seen in training is an error
+that names it. The model is judged against the majority class of the train
+split, whose probabilities are the train class frequencies.
 """
 
 from __future__ import annotations
@@ -19,14 +25,109 @@ import pyarrow.compute as pc
 from data.sources import RawData
 from tasks.base import Evaluation, Task
 
+LABEL_DTYPES = ("string", "integer", "boolean", "float")
+# The CSV reader's column types → the label dtype they give (a date labels classes by its text).
+DECLARED_DTYPES = {"string": "string", "date": "string", "integer": "integer", "float": "float",
+                   "boolean": "boolean"}
+NUMPY_DTYPES = {"string": object, "integer": "int64", "boolean": "bool", "float": "float64"}
+
+
+def canonical_label(value: Any) -> str:
+    """One class value → the string Parquet stores for it.
+
+    Booleans are `"true"`/`"false"`; a whole number is written without a
+    fraction whether it is held as an int or a float (pandas makes an integer
+    column float when it has missing values), so `1` and `1.0` are both `"1"`;
+    other floats are their shortest round-tripping `repr`.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def canonical_labels(column: pd.Series) -> np.ndarray:
+    """A label column → its canonical strings, as an object array (missing values become None)."""
+    present = column.notna().to_numpy()
+    values = column[present]
+    strings = np.full(len(column), None, dtype=object)
+    strings[present] = values.map({v: canonical_label(v) for v in values.unique().tolist()}).to_numpy(dtype=object)
+    return strings
+
+
+def label_array(frame: pd.DataFrame, label: dict[str, Any]) -> pa.Array:
+    """The label column of a split as Parquet stores it: canonical strings."""
+    return pa.array(canonical_labels(frame[label["name"]]), pa.string())
+
+
+def label_dtype(column: pd.Series, declared: str | None = None) -> str:
+    """The label's type: the source's declared column type when it has one (a CSV's), else the values'."""
+    if declared is not None:
+        return DECLARED_DTYPES[declared]
+    values = column.dropna()
+    if pd.api.types.is_bool_dtype(values):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(values):
+        return "integer"
+    if pd.api.types.is_float_dtype(values):
+        return "float"
+    inferred = pd.api.types.infer_dtype(values, skipna=True)
+    return {"boolean": "boolean", "integer": "integer", "floating": "float",
+            "mixed-integer-float": "float"}.get(inferred, "string")
+
+
+def _declared_type(raw: RawData) -> str | None:
+    """The type the CSV reader resolved for the label column (None for other sources)."""
+    types = (raw.csv_format or {}).get("column_types") or {}
+    originals = [original for original, name in raw.renamed.items() if name == raw.label]
+    return next((types[name] for name in originals if name in types), None)
+
+
+def _json_value(value: Any, dtype: str) -> Any:
+    return {"integer": int, "boolean": bool, "float": float}.get(dtype, canonical_label)(value)
+
+
+def label_schema(train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
+    """The label entry of `schema.json`: sorted canonical classes, their original values and the type."""
+    column = train[raw.label].dropna()
+    dtype = label_dtype(column, _declared_type(raw))
+    values = {}
+    for value in column.unique().tolist():
+        values.setdefault(canonical_label(value), _json_value(value, dtype))
+    classes = sorted(values)
+    return {"name": raw.label, "kind": "categorical", "classes": classes,
+            "values": [values[c] for c in classes], "dtype": dtype}
+
+
+def label_spec(counts: Counter, label: dict[str, Any]) -> dict[str, Any]:
+    """The label entry of `transform.json`: the schema's, with the classes and counts Beam found in the train split."""
+    known = dict(zip(label["classes"], label.get("values", label["classes"])))
+    classes = sorted(counts)
+    unknown = [c for c in classes if c not in known]
+    if unknown:
+        raise ValueError(f"Label {label['name']!r}: train value(s) {unknown} are not in the ingest schema's classes "
+                         f"{label['classes']}; re-run ingest.")
+    return {**label, "classes": classes, "values": [known[c] for c in classes],
+            "dtype": label.get("dtype", "string"), "counts": {c: int(counts[c]) for c in classes}}
+
+
+def class_values(label: dict[str, Any]) -> np.ndarray:
+    """The original value of each class, in the label's own type (strings for a transform without `values`)."""
+    dtype = label.get("dtype", "string")
+    return np.asarray(label.get("values", label["classes"]), dtype=NUMPY_DTYPES[dtype])
+
 
 def count_values(column: pa.ChunkedArray | pa.Array) -> Counter:
     counts = pc.value_counts(column.drop_null())
     return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
-
-
-def label_spec(counts: Counter, name: str) -> dict[str, Any]:
-    return {"name": name, "classes": sorted(counts)}
 
 
 def encode_labels(batch: pa.Table, label: dict[str, Any], split: str) -> pa.Array:
@@ -42,11 +143,6 @@ def encode_labels(batch: pa.Table, label: dict[str, Any], split: str) -> pa.Arra
     return index.cast(pa.int64())
 
 
-def label_schema(train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
-    classes = sorted(train[raw.label].astype(str).unique().tolist())
-    return {"name": raw.label, "kind": "categorical", "classes": classes}
-
-
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, classification_report, f1_score
 
@@ -59,6 +155,33 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
             y_true, y_pred, labels=labels, target_names=classes, output_dict=True, zero_division=0
         ),
     }
+
+
+def probabilistic_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Log-loss; ROC AUC and average precision of the second class for two classes, else macro one-vs-rest ROC AUC.
+
+    A class absent from `y_true` has no ROC curve: the one-vs-rest average
+    is over the classes present, and with two classes both must be present.
+    """
+    import warnings
+
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    probabilities = np.asarray(probabilities, "float64")
+    probabilities = probabilities / probabilities.sum(1, keepdims=True)
+    labels = list(range(probabilities.shape[1]))
+    metrics = {"log_loss": float(log_loss(y_true, probabilities, labels=labels))}
+    present = np.unique(y_true)
+    if len(labels) == 2:
+        if present.size == 2:
+            metrics["roc_auc"] = float(roc_auc_score(y_true, probabilities[:, 1]))
+            metrics["pr_auc"] = float(average_precision_score(y_true, probabilities[:, 1]))
+    elif present.size >= 2:
+        with warnings.catch_warnings():  # an absent class scores NaN, left out of the mean
+            warnings.simplefilter("ignore")
+            per_class = roc_auc_score(y_true, probabilities, multi_class="ovr", labels=labels, average=None)
+        metrics["roc_auc_ovr"] = float(np.nanmean(per_class))
+    return metrics
 
 
 def save_confusion_matrix(y_true, y_pred, classes: list[str], path: Path, title: str) -> Path:
@@ -80,20 +203,44 @@ def save_confusion_matrix(y_true, y_pred, classes: list[str], path: Path, title:
     return path
 
 
-def predictions_frame(probabilities: np.ndarray, classes: list[str], index=None) -> pd.DataFrame:
+def save_binary_curves(y_true, scores, classes: list[str], output: Path, name: str, title: str) -> list[Path]:
+    """The ROC and precision-recall curves of the second class (the positive one), with chance level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    names = np.asarray(classes, dtype=object)[y_true]
+    paths = []
+    for display, file in ((RocCurveDisplay, "roc_curve.png"), (PrecisionRecallDisplay, "pr_curve.png")):
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        display.from_predictions(names, scores, pos_label=classes[1], name=name, ax=ax, plot_chance_level=True)
+        ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(output / file, dpi=120)
+        plt.close(fig)
+        paths.append(output / file)
+    return paths
+
+
+def predictions_frame(probabilities: np.ndarray, label: dict[str, Any], index=None) -> pd.DataFrame:
+    """`prediction` (the class in the label's own type) and one `probability_<class>` column per class."""
     frame = pd.DataFrame(
-        {f"probability_{c}": probabilities[:, i].astype("float64") for i, c in enumerate(classes)}, index=index
+        {f"probability_{c}": probabilities[:, i].astype("float64") for i, c in enumerate(label["classes"])},
+        index=index,
     )
-    frame.insert(0, "label", np.asarray(classes)[probabilities.argmax(1)])
+    frame.insert(0, "prediction", class_values(label)[probabilities.argmax(1)])
     return frame
 
 
 class ClassificationTask(Task):
     head = "classification"
     primary_metric = "accuracy"
+    error_metrics = frozenset({"log_loss"})
 
     def outputs_frame(self, outputs, transform, index=None) -> pd.DataFrame:
-        return predictions_frame(np.asarray(outputs), transform["label"]["classes"], index)
+        return predictions_frame(np.asarray(outputs), transform["label"], index)
 
     def extra_metrics(self, y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
         """Task-specific scalars beside accuracy and F1 (top-k for images)."""
@@ -104,29 +251,29 @@ class ClassificationTask(Task):
         return []
 
     def evaluate(self, predictor, test: pd.DataFrame, ingest_dir: Path, output: Path, config) -> Evaluation:
-        from components.artifact_io import read_json
-
-        transform = predictor.transform
-        classes, label = transform["label"]["classes"], transform["label"]["name"]
-        features = test.drop(columns=[label])
-        y_true = pd.Categorical(test[label], categories=classes).codes.astype(int)
-        probabilities = predictor.outputs(features)
+        label = predictor.transform["label"]
+        classes = label["classes"]
+        y_true = pd.Categorical(test[label["name"]], categories=classes).codes.astype(int)
+        probabilities = predictor.outputs(test.drop(columns=[label["name"]]))
         y_pred = probabilities.argmax(1)
         metrics = classification_metrics(y_true, y_pred, classes)
 
-        train_labels = read_json(ingest_dir / "statistics.json")["train"]["columns"][label]["top"]
-        majority = classes.index(max(train_labels, key=train_labels.get))
-        majority_probabilities = np.eye(len(classes))[np.full_like(y_true, majority)]
-        baseline = classification_metrics(y_true, majority_probabilities.argmax(1), classes)
+        counts = np.array([label["counts"][c] for c in classes], "float64")
+        frequencies = np.tile(counts / counts.sum(), (len(y_true), 1))
+        baseline = classification_metrics(y_true, frequencies.argmax(1), classes)
 
-        headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1")}
+        scalars = ("accuracy", "macro_f1", "weighted_f1")
+        headline = {k: metrics[k] for k in scalars} | probabilistic_metrics(y_true, probabilities)
         headline.update(self.extra_metrics(y_true, probabilities))
-        plots = [save_confusion_matrix(y_true, y_pred, classes, output / "confusion_matrix.png",
-                                       f"{config.model.name} on {config.name} (test)")]
+        title = f"{config.model.name} on {config.name} (test)"
+        plots = [save_confusion_matrix(y_true, y_pred, classes, output / "confusion_matrix.png", title)]
+        if "roc_auc" in headline:
+            plots += save_binary_curves(y_true, np.asarray(probabilities)[:, 1], classes, output,
+                                        config.model.name, title)
         plots += self.extra_plots(predictor, test, y_true, y_pred, output, config)
         return Evaluation(
             headline=headline,
-            baseline={k: baseline[k] for k in ("accuracy", "macro_f1", "weighted_f1")},
+            baseline={k: baseline[k] for k in scalars} | probabilistic_metrics(y_true, frequencies),
             details={"per_class": metrics["per_class"]},
             plots=plots,
         )

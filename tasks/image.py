@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras
@@ -288,7 +288,7 @@ class ImageClassification(ClassificationTask):
         return pixels
 
     def _with_images(self, frame: pd.DataFrame, label: str, pixels: list[str] | None, where: str) -> pd.DataFrame:
-        """A split with one image column of `(H, W, C)` arrays and the label as text (class names)."""
+        """A split with one image column of `(H, W, C)` arrays and the label as the source has it."""
         column, shape = self.options.image_column, self.options.pixel_shape
         if pixels is None:
             images = stack_images(frame[column], shape, f"{where}, column {column!r}")
@@ -297,7 +297,7 @@ class ImageClassification(ClassificationTask):
             bad = ~np.isfinite(images.astype("float64")).reshape(len(frame), -1).all(1)
             if bad.any():
                 raise SourceError(f"{where}, row {frame.index[np.flatnonzero(bad)[0]]}: missing pixel values.")
-        return pd.DataFrame({column: list(images), label: frame[label].astype(str).to_numpy()}, index=frame.index)
+        return pd.DataFrame({column: list(images), label: frame[label].to_numpy()}, index=frame.index)
 
     def read_splits(self, data, seed: int):
         raw, splits = super().read_splits(data, seed)
@@ -337,8 +337,7 @@ class ImageClassification(ClassificationTask):
             pa.field(spec["name"], column.type, metadata={"shape": json.dumps(spec["shape"])}),
             pa.field(label, pa.string()),
         ]
-        labels = pa.array(frame[label].astype(str).to_numpy(), pa.string())
-        return pa.Table.from_arrays([column, labels], schema=pa.schema(fields))
+        return pa.Table.from_arrays([column, label_array(frame, schema["label"])], schema=pa.schema(fields))
 
     # ---- preprocess -----------------------------------------------------
 
@@ -359,7 +358,7 @@ class ImageClassification(ClassificationTask):
                 "mean": acc["mean"].tolist(),
                 "variance": (acc["m2"] / acc["count"]).tolist(),
             },
-            "label": label_spec(acc["labels"], schema["label"]["name"]),
+            "label": label_spec(acc["labels"], schema["label"]),
             "num_train_rows": int(sum(acc["labels"].values())),
         }
 

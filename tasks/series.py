@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras
@@ -217,7 +217,7 @@ class SeriesClassification(ClassificationTask):
         fields = [pa.field(name, pa.list_(pa.float32()), metadata={"channels": str(channels)}),
                   pa.field(label, pa.string())]
         return pa.Table.from_arrays(
-            [list_array(values, pa.float32()), pa.array(frame[label].astype(str).tolist(), pa.string())],
+            [list_array(values, pa.float32()), label_array(frame, schema["label"])],
             schema=pa.schema(fields),
         )
 
@@ -244,8 +244,8 @@ class SeriesClassification(ClassificationTask):
             "padding_value": 0.0,
             "mask_channel": self.options.mask_channel,
         }
-        label = schema["label"]["name"]
-        return {"series": series, "label": label_spec(acc["labels"], label), "num_train_rows": int(acc["rows"])}
+        return {"series": series, "label": label_spec(acc["labels"], schema["label"]),
+                "num_train_rows": int(acc["rows"])}
 
     def transform_batch(self, batch, transform, split):
         spec = transform["series"]

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import Task, pretrain_by_epoch, require_tensorflow_backend
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras
@@ -295,9 +295,7 @@ class TabularClassification(TabularTask, ClassificationTask):
 
     def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
         table = self.features_to_arrow(frame, schema)
-        label = schema["label"]["name"]
-        return table.append_column(
-            pa.field(label, pa.string()), pa.array(frame[label].astype(str).to_numpy(), pa.string()))
+        return table.append_column(pa.field(schema["label"]["name"], pa.string()), label_array(frame, schema["label"]))
 
     def analyzer(self, schema, settings):
         return AnalyzeFn(*self._kinds(schema))
@@ -306,7 +304,7 @@ class TabularClassification(TabularTask, ClassificationTask):
         numeric, categorical, label = self._kinds(schema)
         return {
             **self.feature_transform(acc, numeric, categorical, settings),
-            "label": label_spec(acc["counts"][label], label),
+            "label": label_spec(acc["counts"][label], schema["label"]),
             "num_train_rows": int(sum(acc["counts"][label].values())),
         }
 

@@ -35,7 +35,7 @@ import tensorflow as tf
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import pretrain_by_epoch, require_tensorflow_backend
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_schema, label_spec
+from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
 from tasks.tabular import vocabulary as ranked_vocabulary
 
 PAD_ID, OOV_ID = 0, 1
@@ -192,7 +192,7 @@ class TextClassification(ClassificationTask):
         label = schema["label"]["name"]
         return pa.table({
             self.text: pa.array(frame[self.text].astype(str).to_numpy(dtype=object), pa.string()),
-            label: pa.array(frame[label].astype(str).to_numpy(dtype=object), pa.string()),
+            label: label_array(frame, schema["label"]),
         })
 
     # ---- preprocess (Beam) ----------------------------------------------
@@ -216,7 +216,7 @@ class TextClassification(ClassificationTask):
                 "vocab_size": len(vocabulary) + OOV_ID + 1,
                 "max_length": max_length,
             },
-            "label": label_spec(acc["labels"], schema["label"]["name"]),
+            "label": label_spec(acc["labels"], schema["label"]),
             "num_train_rows": int(sum(lengths.values())),
             "train_tokens": {
                 "total": int(total),

@@ -62,7 +62,7 @@ from components.artifact_io import read_frame
 
 model = mlflow.pyfunc.load_model(sys.argv[1])
 test = read_frame(next(Path(sys.argv[2]).glob("*/test")))
-predicted = model.predict(test.drop(columns="species"))["label"].to_numpy()
+predicted = model.predict(test.drop(columns="species"))["prediction"].to_numpy()
 print(json.dumps({
     "backend": sys.modules["keras"].backend.backend(),  # imported by the model as it loaded
     "accuracy": float((predicted == test["species"].to_numpy()).mean()),

@@ -228,4 +228,4 @@ def test_learns_italy_power_demand_end_to_end(italy_power_run):
     day = read_ts("data/ucr_timeseries/ItalyPowerDemand_TEST.ts").head(3)
     rescaled = day.assign(series=[s * 1000 + 5 for s in day["series"]])  # scale and offset do not matter
     np.testing.assert_allclose(predictor.outputs(rescaled), predictor.outputs(day), atol=1e-5)
-    assert predictor.predict(day)["label"].isin(["1", "2"]).all()
+    assert predictor.predict(day)["prediction"].isin(["1", "2"]).all()
