@@ -27,12 +27,19 @@ SPEC = ComponentSpec(
 )
 
 
-def column_statistics(frame: pd.DataFrame) -> dict[str, Any]:
-    """Missing counts for every column; moments for numbers, top values for labels and categories."""
+def column_statistics(frame: pd.DataFrame, label: str | None = None) -> dict[str, Any]:
+    """Missing counts for every column; moments for numbers, top values for categories and a class label.
+
+    A class `label` gets its value counts whatever its type (integer and
+    boolean classes too), keyed by the canonical strings the splits store.
+    """
+    from tasks.classification import canonical_labels
+
     stats: dict[str, Any] = {"num_rows": int(len(frame)), "columns": {}}
     for name in frame.columns:
         column = frame[name]
         entry: dict[str, Any] = {"missing": int(column.isna().sum())}
+        counted = name == label
         if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             described = column.describe()
             entry.update({k: float(described[k]) for k in ("mean", "std", "min", "max") if k in described})
@@ -40,7 +47,10 @@ def column_statistics(frame: pd.DataFrame) -> dict[str, Any]:
             lengths = column.map(np.size)
             entry.update({"min_length": int(lengths.min()), "max_length": int(lengths.max())})
         else:
-            counts = column.astype(str).value_counts()
+            counted = True
+        if counted:
+            values = pd.Series(canonical_labels(column)) if name == label else column.astype(str)
+            counts = values.value_counts()
             entry.update({"unique": int(counts.size), "top": {k: int(v) for k, v in counts.head(20).items()}})
         stats["columns"][name] = entry
     return stats
@@ -71,7 +81,8 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     if raw.csv_format is not None:  # a tab shows as "\t"; lists and None as JSON
         mlflow.log_params({f"csv_{key}": value if isinstance(value, str) and value.isprintable()
                            else json.dumps(value)[:6000] for key, value in raw.csv_format.items()})
-    statistics = {name: column_statistics(frame) for name, frame in splits.items()}
+    label = raw.label if task.head == "classification" else None
+    statistics = {name: column_statistics(frame, label) for name, frame in splits.items()}
     for name, frame in splits.items():
         (output / name).mkdir()
         write_split(task.to_arrow(frame, schema), output / name / "data.parquet")
