@@ -200,6 +200,8 @@ def sniff(path, options: Mapping | None = None) -> CsvFormat:
     """The format of the CSV file at `path`: `options` (the recipe's `data.csv`; None means sniff it), the rest sniffed."""
     path = Path(path)
     given = _check_options(path, options)
+    if not path.is_file():
+        raise SourceError(f"Data file {path} does not exist.")
     with _open(path) as f:
         sample = f.read(SAMPLE_BYTES)
         complete = not f.read(1)
