@@ -40,6 +40,8 @@ OTHER_SHAPES = {
     ".ts": "whole series per row (series_classification): start from pipeline/recipes/italypower_cnn1d.yaml",
     ".txt": "sentence pairs (seq2seq): start from pipeline/recipes/tatoeba_transformer.yaml",
     ".tsv": "sentence pairs (seq2seq): start from pipeline/recipes/tatoeba_transformer.yaml",
+    "sklearn:digits": "8×8 images as 64 pixel columns (image_classification): start from "
+                      "pipeline/recipes/digits_lenet.yaml",
     "tfds:": "a TensorFlow Datasets source (images or text): start from pipeline/recipes/mnist_lenet.yaml or "
              "pipeline/recipes/mr_lstm.yaml",
 }
@@ -84,6 +86,7 @@ class InferredRecipe:
     columns: tuple[Column, ...]
     notes: tuple[str, ...]
     rows: int
+    named: bool = False  # the name was given, not taken from the data file's
 
     @property
     def name(self) -> str:
@@ -106,15 +109,15 @@ def recipe_name(text: str) -> str:
 
 def _read(source: str) -> tuple[pd.DataFrame, dict[str, Any] | None, str]:
     """The rows as the file holds them, the resolved CSV options (CSV only), and a default recipe name."""
+    for prefix, shape in OTHER_SHAPES.items():
+        if source.startswith(prefix) or source.endswith(prefix):
+            raise ConfigError(f"{source}: `init` infers recipes for tabular rows and dated series in CSV or "
+                              f"Parquet files; this is {shape}.")
     if source.startswith("sklearn:"):
         from data.sources import read_source
 
         raw = read_source(source)  # the dataset's own label column; `infer_recipe` picks the one asked for
         return raw.frame, None, recipe_name(source.partition(":")[2])
-    for prefix, shape in OTHER_SHAPES.items():
-        if source.startswith(prefix) or source.endswith(prefix):
-            raise ConfigError(f"{source}: `init` infers recipes for tabular rows and dated series in CSV or "
-                              f"Parquet files; this is {shape}.")
     path = Path(source)
     if not path.name.endswith(FILE_SUFFIXES):
         raise ConfigError(f"{source}: `init` reads CSV (.csv, .csv.gz) and Parquet (.parquet) files; "
@@ -329,7 +332,7 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
         "tune": {"tuner": "none"},
         "evaluate": {"must_beat_baseline": True},
     }
-    return InferredRecipe(recipe=recipe, columns=columns, notes=tuple(notes), rows=len(frame))
+    return InferredRecipe(recipe=recipe, columns=columns, notes=tuple(notes), rows=len(frame), named=bool(name))
 
 
 def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, time: str, source: str,
@@ -420,18 +423,26 @@ def _yaml_line(key: str, value: Any) -> str:
 
 
 def recipe_yaml(inferred: InferredRecipe, recipe_file: Path | None = None) -> str:
-    """The recipe as commented YAML; `data.source` is written relative to `recipe_file`'s base when it can be."""
+    """The recipe as commented YAML; `data.source` is written relative to `recipe_file`'s base when it can be.
+
+    `name:` is written only when it was given and differs from the file's
+    stem: otherwise the recipe is named after its file, so that a copy
+    under another name registers its own model.
+    """
     recipe = dict(inferred.recipe)
     source = inferred.source
     if recipe_file is not None:
         source, _ = source_for(inferred, recipe_file)
+        if not inferred.named or Path(recipe_file).stem == recipe["name"]:
+            recipe.pop("name")
+    name = recipe.get("name") or (Path(recipe_file).stem if recipe_file is not None else inferred.name)
     recipe["data"] = {**recipe["data"], "source": source}
     task = recipe["task"]["type"]
     data_name = Path(inferred.source).name if not inferred.source.startswith("sklearn:") else inferred.source
     train = recipe["train"]
     comments = {
         "name": "The MLflow experiment and the registered model "
-                f"(models:/{recipe['name'].replace('_', '-')}@champion) are named after it.",
+                f"(models:/{name.replace('_', '-')}@champion) are named after it.",
         "data": "The data file (a relative path starts at the checkout for a recipe inside it, else at this file's "
                 "directory) and its label"
                 + ("; `csv` holds the options it was read with (sniffed), each of which can be changed."
@@ -450,6 +461,9 @@ def recipe_yaml(inferred: InferredRecipe, recipe_file: Path | None = None) -> st
     }
     header = (f"Recipe for {data_name}, predicting {recipe['data']['label']!r}: written by `keras-pipeline init` "
               f"from {inferred.rows} rows.")
+    if "name" not in recipe:
+        header += (f" The MLflow experiment and the registered model (models:/{name.replace('_', '-')}@champion) "
+                   "are named after this file; a `name:` line would name them instead.")
     lines = textwrap.wrap(header, 108, initial_indent="# ", subsequent_indent="# ")
     for note in inferred.notes:
         lines += textwrap.wrap(note, 108, initial_indent="# Note: ", subsequent_indent="#   ")
