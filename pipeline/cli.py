@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in COMPONENT_HELP.items():
         sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)")
     sub.add_parser("list", help="list recipes, models and components")
+    _add_predict_parser(sub)
     init = sub.add_parser("init", help="write a recipe for a CSV or Parquet file, inferred from its columns",
                           description="Reads DATA (CSV with sniffed options, or Parquet), infers the task, the "
                                       "categorical columns, a model and training settings, prints the columns, and "
@@ -157,6 +158,60 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return load_config(inferred.recipe, overrides, trusted=[inferred.source])
 
 
+def _add_predict_parser(sub) -> None:
+    """`keras-pipeline predict MODEL_URI INPUT [-o OUTPUT]`: batch predictions (`pipeline/predict.py`)."""
+    from pipeline.predict import BAD_ROWS_POLICIES, DEFAULT_CHUNK_ROWS
+
+    predict = sub.add_parser(
+        "predict", help="write a CSV or Parquet file's rows with a logged model's predictions",
+        description="Reads INPUT (CSV or Parquet, anywhere) a chunk at a time, CSV in the format of the model's "
+                    "training file unless the options below say otherwise, and writes its rows plus `prediction` "
+                    "(and `probability_<class>`) to OUTPUT, default <input stem>.predictions.csv (.parquet for "
+                    "Parquet input) beside INPUT. Columns may carry the training file's names or normalised ones.")
+    predict.add_argument("model_uri", metavar="MODEL_URI",
+                         help="models:/<name>@<alias>, models:/<name>/<version> or runs:/<run id>/model")
+    predict.add_argument("input", metavar="INPUT", help="a CSV (.csv, .csv.gz, .tsv, .txt) or Parquet file")
+    predict.add_argument("-o", "--output", default=None, help="a .csv or .parquet file, written when all rows are")
+    predict.add_argument("--bad-rows", choices=BAD_ROWS_POLICIES, default="fail",
+                         help="rows with a number that does not parse, an infinite value or the wrong width: "
+                              "fail naming them (default), or skip and report them")
+    predict.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, metavar="N",
+                         help=f"rows read, predicted and written at a time (default {DEFAULT_CHUNK_ROWS})")
+    predict.add_argument("--delimiter", default=None, help="CSV field separator (one character, or tab)")
+    predict.add_argument("--encoding", default=None, help="CSV encoding, a Python codec name such as cp1252")
+    predict.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                         help="whether the CSV's first line names the columns")
+    predict.add_argument("--csv", dest="csv_options", action="append", default=[], metavar="KEY=VALUE",
+                         help="any data.csv option, e.g. --csv 'column_names=[a, b]' --csv 'na_values=[\"?\"]'")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _predict(args) -> int:
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from data.sources import bad_rows_summary
+    from pipeline.predict import PredictError, predict_file
+
+    options = {"delimiter": args.delimiter, "encoding": args.encoding, "header": args.header}
+    for item in args.csv_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --csv {item!r}: expected KEY=VALUE, e.g. --csv delimiter=';'", file=sys.stderr)
+            return 2
+        options[key] = yaml.safe_load(value)
+    try:
+        summary = predict_file(args.model_uri, args.input, args.output, csv_options=options, bad_rows=args.bad_rows,
+                               chunk_rows=args.chunk_rows, progress=not args.no_progress)
+    except (PredictError, MlflowException) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {summary.rows_written} row(s) with predictions to {summary.output_path}")
+    if summary.rows_skipped:
+        print(f"skipped {summary.rows_skipped} bad row(s):\n{bad_rows_summary(summary.rejected)}")
+    return 0
+
+
 def _assignments(items: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -172,6 +227,8 @@ def _assignments(items: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "list":
         from keras_models import index
 
