@@ -91,7 +91,7 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
-def _check_options(path: Path, options: Mapping | None) -> dict[str, Any]:
+def _check_options(options: Mapping | None) -> dict[str, Any]:
     """The options that are set, checked; an unknown key or kind names itself."""
     given = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(given) - set(OPTIONS))
@@ -199,7 +199,7 @@ def _sniff_header(records: list[list[str]], na_values: frozenset[str]) -> bool:
 def sniff(path, options: Mapping | None = None) -> CsvFormat:
     """The format of the CSV file at `path`: `options` (the recipe's `data.csv`; None means sniff it), the rest sniffed."""
     path = Path(path)
-    given = _check_options(path, options)
+    given = _check_options(options)
     if not path.is_file():
         raise SourceError(f"Data file {path} does not exist.")
     with _open(path) as f:
@@ -303,25 +303,32 @@ def _column_names(path: Path, fmt: CsvFormat) -> list[str]:
 def _undecodable(path: Path, fmt: CsvFormat) -> str | None:
     """Where the file first fails to decode under `fmt.encoding`, as the error message says it."""
     names = None
-    with _open(path) as raw:
-        text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="surrogateescape", newline="")
-        reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char)
-        for row, fields in enumerate(reader, 1):
-            if names is None:
-                names = list(fmt.column_names) if fmt.column_names is not None else fields
-            for i, value in enumerate(fields):
-                bad = re.search("[\udc80-\udcff]+", value)
-                if bad:
-                    data = bytes(ord(c) - 0xDC00 for c in bad.group())
-                    column = f", column {names[i]!r}" if i < len(names) and (row > 1 or not fmt.header) else ""
-                    line = f" (line {reader.line_num})" if reader.line_num != row else ""
-                    record = fmt.delimiter.join(fields).encode(fmt.encoding, errors="surrogateescape")
-                    guess = _detect_encoding(record)
-                    hint = f" (it looks like {guess})" if guess and guess != fmt.encoding else ""
-                    return (f"row {row}{line}{column} does not decode as {fmt.encoding} (bytes "
-                            f"{data.hex(' ')} in {value.encode(fmt.encoding, 'surrogateescape')!r}); set "
-                            f"data.csv.encoding to the file's encoding{hint}")
+    try:
+        with _open(path) as raw:
+            text = io.TextIOWrapper(raw, encoding=fmt.encoding, errors="surrogateescape", newline="")
+            reader = csv.reader(text, delimiter=fmt.delimiter, quotechar=fmt.quote_char)
+            for row, fields in enumerate(reader, 1):
+                if names is None:
+                    names = list(fmt.column_names) if fmt.column_names is not None else fields
+                for i, value in enumerate(fields):
+                    bad = re.search("[\udc80-\udcff]+", value)
+                    if bad:
+                        return _where(fmt, row, reader.line_num, names[i] if i < len(names) and (
+                            row > 1 or not fmt.header) else None, fields, value, bad.group())
+    except (csv.Error, UnicodeError):  # a codec that cannot mark the bytes, a field beyond the csv module's limit
+        return None
     return None
+
+
+def _where(fmt: CsvFormat, row: int, line: int, column: str | None, fields: list[str], value: str, bad: str) -> str:
+    data = bytes(ord(c) - 0xDC00 for c in bad)
+    record = fmt.delimiter.join(fields).encode(fmt.encoding, errors="surrogateescape")
+    guess = _detect_encoding(record)
+    hint = f" (it looks like {guess})" if guess and guess != fmt.encoding else ""
+    return (f"row {row}{f' (line {line})' if line != row else ''}{f', column {column!r}' if column else ''} "
+            f"does not decode as {fmt.encoding} (bytes {data.hex(' ')} in "
+            f"{value.encode(fmt.encoding, 'surrogateescape')[:80]!r}); set data.csv.encoding to the file's "
+            f"encoding{hint}")
 
 
 def _decoding_error(path: Path, fmt: CsvFormat) -> SourceError:
