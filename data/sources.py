@@ -5,8 +5,9 @@ Sources: `sklearn:<name>` (datasets bundled with scikit-learn),
 local builder registered by importing `data.tfds_builders`; all splits
 unless one is named), and paths to data files, read by their suffix (see
 `READERS`; CSV files with the recipe's `data.csv` options, those unset
-sniffed from the file, by `data.csv_format`). Column names are normalised to snake_case identifiers so they
-can name model inputs and MLflow signature columns.
+sniffed from the file, by `data.csv_format`). Column names are normalised
+to snake_case identifiers so they can name model inputs and MLflow
+signature columns.
 
 Rows that cannot be examples are set aside in `RawData.rejected`, each with
 where it is and why: CSV lines with the wrong number of fields, a number
