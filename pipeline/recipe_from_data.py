@@ -138,17 +138,17 @@ def _read(source: str) -> tuple[pd.DataFrame, dict[str, Any] | None, str]:
 
 
 def _parses_as_dates(values: pd.Series) -> bool:
-    """Text whose every value is a timestamp pandas reads (ISO dates, `1949-01`, `2024-03-01 10:00`)."""
+    """Text whose every value is a timestamp in one format pandas reads (`2024-03-01`, `1949-01`, `03/01/2024`)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return True
     present = values.dropna()
     if present.empty or pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
         return False
-    text = present.astype(str)
-    if not text.str.contains(r"\d[-/.:]\d|\d{4}-\d", regex=True).all():
+    text = pd.Series(present.astype(str).unique())
+    if not text.str.contains(r"\d{4}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}", regex=True).all():
         return False
-    try:
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    try:  # as the forecasting task parses them: in the format pandas infers from the first value
+        parsed = pd.to_datetime(text, errors="coerce")
     except (ValueError, TypeError):
         return False
     return bool(parsed.notna().all())
@@ -337,8 +337,7 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
 
 def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, time: str, source: str,
                       notes: list[str]) -> dict[str, Any]:
-    times = pd.to_datetime(frame[time].astype(str) if not pd.api.types.is_datetime64_any_dtype(frame[time])
-                           else frame[time], format="mixed")
+    times = pd.to_datetime(frame[time], errors="coerce")
     if times.duplicated().any():
         repeated = times[times.duplicated()].iloc[0]
         raise ConfigError(f"{source}: time column {time!r} repeats {repeated}; a series needs one row per period "

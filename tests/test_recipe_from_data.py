@@ -47,7 +47,7 @@ def iris_frame():
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_init_infers_the_task_of_every_shipped_dataset_or_refuses_it(recipe):
-    """Tabular and forecasting sources give the shipped recipe's task; images, whole series, text and pairs are refused."""
+    """Rows and dated series give the shipped recipe's task; images, whole series, text and pairs are refused."""
     shipped = _shipped(recipe)
     data, task = shipped["data"], shipped["task"]
     if task["type"] not in INFERRED_TASKS:
@@ -88,8 +88,9 @@ def test_integer_labels_are_classes_and_many_floats_a_regression(tmp_path, iris_
     assert inferred.task_type == "tabular_classification"
     assert any("3 distinct integers" in note for note in inferred.notes)
 
-    infer = infer_recipe(tmp_path / "codes.csv", "petal length (cm)")
-    assert infer.task_type == "tabular_regression"
+    codes.to_parquet(tmp_path / "codes.parquet")
+    infer = infer_recipe(tmp_path / "codes.parquet", "petal length (cm)")
+    assert infer.task_type == "tabular_regression" and "csv" not in infer.recipe["data"]
     assert infer.recipe["data"]["label"] == "petal_length_cm"
     assert infer.recipe["model"]["name"] == "mlp" and infer.recipe["train"]["batch_size"] == 16
 
@@ -157,7 +158,8 @@ def test_init_refuses_to_overwrite_and_names_a_missing_label(outside, iris_frame
     assert (outside / "iris.yaml").read_text() == "mine\n"
     assert main(["init", "iris.csv", "--label", "species", "--force"]) == 0
     printed = capsys.readouterr().out
-    assert "sepal length (cm) (sepal_length_cm)  float" in printed and "run it:  keras-pipeline run --recipe iris.yaml" in printed
+    assert "sepal length (cm) (sepal_length_cm)  float" in printed
+    assert "run it:  keras-pipeline run --recipe iris.yaml" in printed
 
 
 def test_a_copied_recipe_takes_its_own_file_name(outside):
