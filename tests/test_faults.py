@@ -198,3 +198,60 @@ def test_training_goes_on_through_a_tracking_server_outage_and_its_metrics_arriv
                 os.killpg(int(pidfile.read_text()), 15)
             except ProcessLookupError:
                 pass
+
+
+def test_a_tracking_server_that_does_not_answer_fails_the_run_within_seconds_naming_it(tmp_path, monkeypatch):
+    """A silent server (a socket nobody answers) and a dead port, in process and through the CLI.
+
+    MLflow's own retry settings, which carry runs through outages, are back as they were afterwards.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.runner import run_pipeline
+    from pipeline.tracking import TrackingServerUnreachable
+    from tests.helpers import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+        monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+        start = time.monotonic()
+        with pytest.raises(TrackingServerUnreachable, match=rf"^MLflow tracking server {url} does not answer "
+                                                            r"\(no answer within 4 s\)"):
+            run_pipeline(config_for(output_dir=str(tmp_path / "artifacts")))
+        assert time.monotonic() - start < 15
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9" and "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
+    assert not (tmp_path / "artifacts").exists()
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    refused = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--output-dir", str(tmp_path / "cli")],
+                             cwd=root, env={**os.environ, "MLFLOW_TRACKING_URI": dead}, capture_output=True, text=True)
+    assert time.monotonic() - start < 30  # the interpreter's start and imports included
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        f"error: MLflow tracking server {dead} does not answer (Connection refused): start it, or set "
+        "MLFLOW_TRACKING_URI to a server that runs (unset, runs go to the local store mlflow.db)"]
+
+
+def test_an_output_dir_on_a_filesystem_without_locks_is_named(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from pipeline.artifacts import ArtifactError, ArtifactStore
+
+    def refuse(handle, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(ArtifactError, match=r"cannot lock .*/ingest/\.lock-0123456789abcdef \(No locks available\): "
+                                            r"output_dir must be on a filesystem with file locks shared by every host"):
+        with ArtifactStore(tmp_path).lock("ingest", "0123456789abcdef" * 4):
+            pass
