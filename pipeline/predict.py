@@ -166,7 +166,7 @@ def _chunks(path: Path, fmt, chunk_rows: int) -> Iterator[pd.DataFrame]:
         raise PredictError(str(e)) from None
 
 
-def check_rows(frame: pd.DataFrame, numeric: frozenset[str], where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _check_numbers(frame: pd.DataFrame, numeric: frozenset[str], where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`frame` with its numeric model inputs as float64, and its rows whose number does not parse or is infinite."""
     from data.sources import rejected_rows
 
@@ -282,7 +282,7 @@ def predict_file(model_uri: str, input_path: str | Path, output_path: str | Path
                     if chunks == 0:
                         _check_columns(chunk, model, input_path, fmt)
                     chunks += 1
-                    frame, problems = check_rows(chunk, model.numeric, where)
+                    frame, problems = _check_numbers(chunk, model.numeric, where)
                     problems = pd.concat([_wrong_width(chunk), problems], ignore_index=True)
                     if len(problems):
                         problems = problems.sort_values("row", kind="stable", ignore_index=True)
