@@ -16,17 +16,21 @@ on its growing prefix (see `keras_models.decoding`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import keras
 from keras import ops
 
 from keras_models.heads import require_range
+from keras_models.layers import (
+    PAD_ID,
+    PaddingMask,
+    PositionalEncoding,
+    TransformerDecoderLayer,
+    TransformerEncoderLayer,
+)
 from keras_models.registry import register_model
 from keras_models.specs import InputSpec, OutputSpec
 
-PAD_ID = 0
 START_ID = 1
 END_ID = 2
 
@@ -50,25 +54,6 @@ def _masked_softmax_attention(scores, values, key_mask):
     """Attends with (batch, Tq, S) `scores` over (batch, S, D) `values`; returns (context, weights)."""
     weights = _masked_softmax(scores, key_mask[:, None, :])
     return ops.matmul(ops.cast(weights, values.dtype), values), weights
-
-
-# ---------------------------------------------------------------- shared layers
-
-
-@_serializable
-class PaddingMask(keras.layers.Layer):
-    """`True` where a token id is a real token, `False` where it is `PAD_ID`.
-
-    Example:
-    >>> keras.ops.convert_to_numpy(PaddingMask()(np.array([[5, 3, 0]]))).tolist()
-    [[True, True, False]]
-    """
-
-    def call(self, token_ids):
-        return ops.not_equal(token_ids, PAD_ID)
-
-    def compute_output_spec(self, token_ids):
-        return keras.KerasTensor(token_ids.shape, dtype="bool")
 
 
 # ------------------------------------------------------- RNN attention layers
@@ -278,37 +263,6 @@ class Maxout(keras.layers.Layer):
 
 
 @_serializable
-class PositionalEncoding(keras.layers.Layer):
-    """Scales embeddings by `sqrt(d_model)` and adds the sinusoids of Vaswani et al. 2017 (§3.4–3.5).
-
-    `PE(pos, 2i) = sin(pos / 10000^(2i/d))`, `PE(pos, 2i+1) = cos(pos / 10000^(2i/d))`,
-    computed for any sequence length, so one model serves every prefix length.
-
-    Args:
-        max_wavelength: float, the `10000` of the paper.
-    """
-
-    def __init__(self, max_wavelength: float = 10000.0, **kwargs):
-        super().__init__(**kwargs)
-        self.max_wavelength = max_wavelength
-
-    def call(self, embeddings):
-        width = embeddings.shape[-1]
-        positions = ops.cast(ops.arange(ops.shape(embeddings)[1]), "float32")
-        inverse_frequencies = ops.exp(
-            ops.arange(0, width, 2, dtype="float32") * (-math.log(self.max_wavelength) / width)
-        )
-        angles = positions[:, None] * inverse_frequencies[None, :]
-        encoding = ops.reshape(ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1), (-1, width))
-        return embeddings * ops.cast(math.sqrt(width), embeddings.dtype) + ops.cast(
-            encoding, embeddings.dtype
-        )[None]
-
-    def get_config(self):
-        return {**super().get_config(), "max_wavelength": self.max_wavelength}
-
-
-@_serializable
 class TiedEmbedding(keras.layers.Layer):
     """A token embedding whose transpose is also the pre-softmax projection (Vaswani et al. 2017, §3.4).
 
@@ -346,185 +300,6 @@ class TiedEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "output_dim": self.output_dim}
-
-
-@_serializable
-class MultiHeadAttention(keras.layers.Layer):
-    """Scaled dot-product multi-head attention (Vaswani et al. 2017, §3.2), softmax in float32.
-
-    Args:
-        num_heads: int, number of heads `h`.
-        key_dim: int, per-head width `d_k = d_v`.
-
-    Call args:
-        query: (batch, Tq, d_model).
-        value: (batch, Tk, d_model), also the keys.
-        attention_mask: bool, broadcastable to (batch, Tq, Tk); `False` blocks attention.
-
-    Returns:
-        `(output, weights)`: (batch, Tq, d_model) and float32 (batch, heads, Tq, Tk).
-    """
-
-    def __init__(self, num_heads: int, key_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.key_dim = key_dim
-
-    def build(self, query_shape, value_shape, attention_mask_shape=None):
-        heads = (None, self.num_heads, self.key_dim)
-
-        def projection(name):
-            return keras.layers.EinsumDense("btd,dhk->bthk", heads, bias_axes="hk", name=name)
-
-        self.query_dense, self.key_dense, self.value_dense = (
-            projection("query"), projection("key"), projection("value")
-        )
-        self.query_dense.build(query_shape)
-        self.key_dense.build(value_shape)
-        self.value_dense.build(value_shape)
-        self.output_dense = keras.layers.EinsumDense(
-            "bthk,hkd->btd", (None, query_shape[-1]), bias_axes="d", name="output"
-        )
-        self.output_dense.build((None, None, self.num_heads, self.key_dim))
-
-    def call(self, query, value, attention_mask=None):
-        q = self.query_dense(query) * ops.cast(self.key_dim**-0.5, self.compute_dtype)
-        k = self.key_dense(value)
-        v = self.value_dense(value)
-        scores = ops.einsum("bqhk,bvhk->bhqv", q, k)
-        mask = None if attention_mask is None else attention_mask[:, None, :, :]
-        weights = _masked_softmax(scores, mask)
-        context = ops.einsum("bhqv,bvhk->bqhk", ops.cast(weights, v.dtype), v)
-        return self.output_dense(context), weights
-
-    def compute_output_spec(self, query, value, attention_mask=None):
-        return (
-            keras.KerasTensor(query.shape, dtype=self.compute_dtype),
-            keras.KerasTensor(
-                (query.shape[0], self.num_heads, query.shape[1], value.shape[1]), dtype="float32"
-            ),
-        )
-
-    def get_config(self):
-        return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}
-
-
-class _PostNormBlocks(keras.layers.Layer):
-    """Shared parts of the encoder and decoder layers: `LayerNorm(x + Dropout(sublayer(x)))`."""
-
-    def __init__(self, num_heads: int, ff_dim: int, dropout: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.ff_dim = ff_dim
-        self.dropout = dropout
-        self.dropout_layer = keras.layers.Dropout(dropout)
-
-    def _build_feed_forward(self, d_model):
-        if d_model % self.num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={self.num_heads}.")
-        self.ff_inner = keras.layers.Dense(self.ff_dim, activation="relu", name="ff_inner")
-        self.ff_outer = keras.layers.Dense(d_model, name="ff_outer")
-        self.ff_inner.build((None, None, d_model))
-        self.ff_outer.build((None, None, self.ff_dim))
-        self.ff_norm = self._norm("ff_norm", d_model)
-
-    def _norm(self, name, d_model):
-        norm = keras.layers.LayerNormalization(epsilon=1e-6, name=name)
-        norm.build((None, None, d_model))
-        return norm
-
-    def _attention(self, name, d_model):
-        attention = MultiHeadAttention(self.num_heads, d_model // self.num_heads, name=name)
-        attention.build((None, None, d_model), (None, None, d_model))
-        return attention
-
-    def _residual(self, norm, x, sublayer_output, training):
-        return norm(x + self.dropout_layer(sublayer_output, training=training))
-
-    def _feed_forward(self, x, training):
-        return self._residual(self.ff_norm, x, self.ff_outer(self.ff_inner(x)), training)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_heads": self.num_heads,
-            "ff_dim": self.ff_dim,
-            "dropout": self.dropout,
-        }
-
-
-@_serializable
-class TransformerEncoderLayer(_PostNormBlocks):
-    """One encoder layer of Vaswani et al. 2017: self-attention, then a position-wise FFN, each post-norm.
-
-    Args:
-        num_heads: int, attention heads; must divide the model width.
-        ff_dim: int, inner width of the feed-forward network.
-        dropout: float, residual dropout rate.
-
-    Call args:
-        inputs: (batch, S, d_model).
-        padding_mask: (batch, S) bool, `False` at padding.
-    """
-
-    def build(self, inputs_shape, padding_mask_shape=None):
-        d_model = inputs_shape[-1]
-        self._build_feed_forward(d_model)
-        self.self_attention = self._attention("self_attention", d_model)
-        self.self_attention_norm = self._norm("self_attention_norm", d_model)
-
-    def call(self, inputs, padding_mask, training=None):
-        attended, _ = self.self_attention(inputs, inputs, padding_mask[:, None, :])
-        x = self._residual(self.self_attention_norm, inputs, attended, training)
-        return self._feed_forward(x, training)
-
-    def compute_output_shape(self, inputs_shape, padding_mask_shape=None):
-        return inputs_shape
-
-
-@_serializable
-class TransformerDecoderLayer(_PostNormBlocks):
-    """One decoder layer of Vaswani et al. 2017: causal self-attention, cross-attention, FFN; post-norm.
-
-    Args:
-        num_heads: int, attention heads; must divide the model width.
-        ff_dim: int, inner width of the feed-forward network.
-        dropout: float, residual dropout rate.
-
-    Call args:
-        inputs: (batch, T, d_model) target states.
-        target_mask: (batch, T) bool, `False` at target padding.
-        encoder_outputs: (batch, S, d_model).
-        source_mask: (batch, S) bool, `False` at source padding.
-
-    Returns:
-        `(outputs, cross_attention_weights)`: (batch, T, d_model), float32 (batch, heads, T, S).
-    """
-
-    def build(self, inputs_shape, target_mask_shape, encoder_outputs_shape, source_mask_shape):
-        d_model = inputs_shape[-1]
-        self._build_feed_forward(d_model)
-        self.self_attention = self._attention("self_attention", d_model)
-        self.self_attention_norm = self._norm("self_attention_norm", d_model)
-        self.cross_attention = self._attention("cross_attention", d_model)
-        self.cross_attention_norm = self._norm("cross_attention_norm", d_model)
-
-    def call(self, inputs, target_mask, encoder_outputs, source_mask, training=None):
-        steps = ops.arange(ops.shape(inputs)[1])
-        causal = ops.greater_equal(steps[:, None], steps[None, :])
-        self_mask = ops.logical_and(causal[None], target_mask[:, None, :])
-        attended, _ = self.self_attention(inputs, inputs, self_mask)
-        x = self._residual(self.self_attention_norm, inputs, attended, training)
-        attended, weights = self.cross_attention(x, encoder_outputs, source_mask[:, None, :])
-        x = self._residual(self.cross_attention_norm, x, attended, training)
-        return self._feed_forward(x, training), weights
-
-    def compute_output_spec(self, inputs, target_mask, encoder_outputs, source_mask, training=None):
-        batch, steps = inputs.shape[:2]
-        return (
-            keras.KerasTensor(inputs.shape, dtype=self.compute_dtype),
-            keras.KerasTensor((batch, self.num_heads, steps, encoder_outputs.shape[1]), dtype="float32"),
-        )
 
 
 # ------------------------------------------------------------------ builders
@@ -756,7 +531,7 @@ def transformer(
     x = PositionalEncoding(name="target_positions")(target_embedding(inputs["target_in"]))
     x = keras.layers.Dropout(dropout, name="target_dropout")(x)
     for i in range(num_layers):
-        x, _ = TransformerDecoderLayer(num_heads, ff_dim, dropout, name=f"decoder_{i}")(
+        x = TransformerDecoderLayer(num_heads, ff_dim, dropout, name=f"decoder_{i}")(
             x, target_mask, encoder_outputs, source_mask
         )
     logits = target_embedding(x, reverse=True)
@@ -766,7 +541,21 @@ def transformer(
 
 # ------------------------------------------------- attention maps for plots
 
-_ATTENTION_LAYERS = (BahdanauDecoder, LuongAttention, TransformerDecoderLayer)
+class _CrossAttentionProbe(keras.Model):
+    """Re-runs a Transformer's last decoder layer on its inputs, returning its cross-attention over heads.
+
+    A subclassed model, because the decoder layer's second call returns the
+    attention weights as well, which a functional model cannot hold beside its first call.
+    """
+
+    def __init__(self, model: keras.Model, layer: TransformerDecoderLayer):
+        super().__init__(name=f"{model.name}_attention")
+        self.layer_inputs = keras.Model(model.input, layer.input)
+        self.decoder_layer = layer
+
+    def call(self, inputs):
+        _, weights = self.decoder_layer(*self.layer_inputs(inputs), return_attention_scores=True)
+        return ops.mean(weights, axis=1)
 
 
 def attention_model(model: keras.Model) -> keras.Model:
@@ -775,13 +564,15 @@ def attention_model(model: keras.Model) -> keras.Model:
     That is the decoder's attention for the RNN models, and the last decoder
     layer's cross-attention averaged over heads for the Transformer.
     """
-    layers = [layer for layer in model.layers if isinstance(layer, _ATTENTION_LAYERS)]
+    layers = [
+        layer for layer in model.layers
+        if isinstance(layer, (BahdanauDecoder, LuongAttention, TransformerDecoderLayer))
+    ]
     if not layers:
         raise ValueError(f"Model {model.name!r} has no attention layer over the source.")
-    weights = layers[-1].output[-1]
-    if len(weights.shape) == 4:
-        weights = keras.ops.mean(weights, axis=1)
-    return keras.Model(model.input, weights, name=f"{model.name}_attention")
+    if isinstance(layers[-1], TransformerDecoderLayer):
+        return _CrossAttentionProbe(model, layers[-1])
+    return keras.Model(model.input, layers[-1].output[-1], name=f"{model.name}_attention")
 
 
 def save_attention_heatmap(weights, src_tokens, tgt_tokens, path) -> None:

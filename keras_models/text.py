@@ -19,271 +19,43 @@ weights with `transfer_encoder_weights`:
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
 from keras_models.heads import require_range, task_head
+from keras_models.layers import (
+    PAD_ID,
+    MultiHeadDotProductAttention,
+    PaddingMask,
+    PostNormBlock,
+    TokenAndPositionEmbedding,
+    TransformerEncoderLayer,
+    bert_initializer,
+)
 from keras_models.registry import register_model
 from keras_models.specs import InputSpec, OutputSpec
 
-PAD_ID = 0
 MASK_ID = 1
 
 
-def _initializer():
-    # BERT's truncated normal; a fresh instance per weight, since Keras repeats
-    # the values of an unseeded initializer instance that is called twice.
-    return keras.initializers.TruncatedNormal(stddev=0.02)
-
-
 @keras.saving.register_keras_serializable(package="keras_models")
-class TokenAndPositionEmbedding(keras.layers.Layer):
-    """Sum of a token embedding and a learned position embedding.
-
-    Args:
-        vocab_size: int, number of token ids.
-        max_len: int, longest sequence the position table covers.
-        embed_dim: int, embedding width.
-        **kwargs: base `keras.layers.Layer` arguments such as `name` and `dtype`.
-
-    Example:
-    >>> layer = TokenAndPositionEmbedding(vocab_size=10, max_len=8, embed_dim=4)
-    >>> tuple(layer(np.array([[2, 3, 0]])).shape)
-    (1, 3, 4)
-    """
-
-    def __init__(self, vocab_size: int, max_len: int, embed_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.max_len = max_len
-        self.embed_dim = embed_dim
-        self.token_embedding = keras.layers.Embedding(
-            vocab_size,
-            embed_dim,
-            embeddings_initializer=_initializer(),
-            dtype=self.dtype_policy,
-            name="token_embedding",
-        )
-
-    def build(self, input_shape):
-        self.token_embedding.build(input_shape)
-        self.position_embeddings = self.add_weight(
-            shape=(self.max_len, self.embed_dim),
-            initializer=_initializer(),
-            name="position_embeddings",
-        )
-
-    def call(self, token_ids):
-        length = ops.shape(token_ids)[-1]
-        table = ops.convert_to_tensor(self.position_embeddings)
-        positions = ops.slice(table, (0, 0), (length, self.embed_dim))
-        return self.token_embedding(token_ids) + positions
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape, self.embed_dim)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"vocab_size": self.vocab_size, "max_len": self.max_len, "embed_dim": self.embed_dim}
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_models")
-class PaddingMask(keras.layers.Layer):
-    """`True` where a token id is not `PAD_ID`.
-
-    Args:
-        **kwargs: base `keras.layers.Layer` arguments such as `name`.
-    """
-
-    def call(self, token_ids):
-        return ops.not_equal(token_ids, PAD_ID)
-
-    def compute_output_spec(self, token_ids):
-        return keras.KerasTensor(token_ids.shape, dtype="bool")
-
-
-@keras.saving.register_keras_serializable(package="keras_models")
-class MultiHeadSelfAttention(keras.layers.Layer):
-    """Scaled dot-product self-attention over `num_heads` heads that ignores padded keys.
-
-    Attention scores and their softmax are computed in float32 so that the
-    layer is stable under `mixed_bfloat16`.
-
-    Args:
-        num_heads: int, attention heads; must divide the input width.
-        dropout: float, dropout rate on the attention probabilities.
-        **kwargs: base `keras.layers.Layer` arguments such as `name` and `dtype`.
-
-    Example:
-    >>> layer = MultiHeadSelfAttention(num_heads=2)
-    >>> tuple(layer(np.zeros((1, 3, 4), "float32"), padding_mask=np.array([[True, True, False]])).shape)
-    (1, 3, 4)
-    """
-
-    def __init__(self, num_heads: int, dropout: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-
-    def build(self, input_shape):
-        width = input_shape[-1]
-        if width % self.num_heads:
-            raise ValueError(f"num_heads={self.num_heads} must divide the input width {width}.")
-        self.projections = []
-        for name in ("query", "key", "value", "attention_output"):
-            dense = keras.layers.Dense(
-                width, kernel_initializer=_initializer(), dtype=self.dtype_policy, name=name
-            )
-            dense.build(input_shape)
-            self.projections.append(dense)
-
-    def call(self, inputs, padding_mask=None, training=None):
-        batch, length, width = ops.shape(inputs)[0], ops.shape(inputs)[1], inputs.shape[-1]
-        head_dim = width // self.num_heads
-        query, key, value = (
-            ops.reshape(dense(inputs), (batch, length, self.num_heads, head_dim))
-            for dense in self.projections[:3]
-        )
-        scores = ops.einsum("bqhd,bkhd->bhqk", ops.cast(query, "float32"), ops.cast(key, "float32"))
-        scores = scores / math.sqrt(head_dim)
-        if padding_mask is not None:
-            scores = ops.where(padding_mask[:, None, None, :], scores, -1e9)
-        weights = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
-        weights = self.dropout_layer(weights, training=training)
-        context = ops.einsum("bhqk,bkhd->bqhd", weights, value)
-        return self.projections[3](ops.reshape(context, (batch, length, width)))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_heads": self.num_heads, "dropout": self.dropout})
-        return config
-
-
-class _PostNormBlock(keras.layers.Layer):
-    """Token mixing, then a GELU feed-forward network, each followed by add & LayerNorm.
-
-    Subclasses define the mixing sublayer in `_mix`.
-    """
-
-    def __init__(self, ff_dim: int, dropout: float = 0.1, layer_norm_epsilon: float = 1e-12, **kwargs):
-        super().__init__(**kwargs)
-        self.ff_dim = ff_dim
-        self.dropout = dropout
-        self.layer_norm_epsilon = layer_norm_epsilon
-
-    def build(self, input_shape):
-        width = input_shape[-1]
-        policy = self.dtype_policy
-        self.mixing_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="mixing_norm"
-        )
-        self.ff_inner = keras.layers.Dense(
-            self.ff_dim, activation="gelu", kernel_initializer=_initializer(), dtype=policy, name="ff_inner"
-        )
-        self.ff_outer = keras.layers.Dense(
-            width, kernel_initializer=_initializer(), dtype=policy, name="ff_outer"
-        )
-        self.ff_dropout = keras.layers.Dropout(self.dropout, dtype=policy)
-        self.ff_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="ff_norm"
-        )
-        self.mixing_norm.build(input_shape)
-        self.ff_inner.build(input_shape)
-        self.ff_outer.build((*input_shape[:-1], self.ff_dim))
-        self.ff_norm.build(input_shape)
-
-    def _mix(self, x, padding_mask, training):
-        """The token-mixing sublayer of the subclass."""
-        raise NotImplementedError
-
-    def call(self, inputs, padding_mask=None, training=None):
-        x = self.mixing_norm(inputs + self._mix(inputs, padding_mask, training))
-        ff = self.ff_outer(self.ff_inner(x))
-        return self.ff_norm(x + self.ff_dropout(ff, training=training))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "ff_dim": self.ff_dim,
-                "dropout": self.dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-            }
-        )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_models")
-class TransformerEncoderBlock(_PostNormBlock):
-    """BERT's post-norm Transformer encoder layer (Vaswani et al. 2017; Devlin et al. 2019).
-
-    `x = LN(x + Dropout(SelfAttention(x)))`, then `x = LN(x + Dropout(FFN(x)))`
-    with a GELU feed-forward network; padded positions are never attended to.
-
-    Args:
-        num_heads: int, attention heads; must divide the input width.
-        ff_dim: int, inner width of the feed-forward network.
-        dropout: float, dropout rate on attention probabilities and sublayer outputs.
-        layer_norm_epsilon: float, epsilon of the layer normalisations.
-        **kwargs: base `keras.layers.Layer` arguments such as `name` and `dtype`.
-
-    Example:
-    >>> block = TransformerEncoderBlock(num_heads=2, ff_dim=8)
-    >>> tuple(block(np.zeros((1, 3, 4), "float32")).shape)
-    (1, 3, 4)
-    """
-
-    def __init__(
-        self, num_heads: int, ff_dim: int, dropout: float = 0.1, layer_norm_epsilon: float = 1e-12, **kwargs
-    ):
-        super().__init__(ff_dim, dropout, layer_norm_epsilon, **kwargs)
-        self.num_heads = num_heads
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.attention = MultiHeadSelfAttention(
-            self.num_heads, self.dropout, dtype=self.dtype_policy, name="attention"
-        )
-        self.attention.build(input_shape)
-        self.attention_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
-
-    def _mix(self, x, padding_mask, training):
-        attended = self.attention(x, padding_mask=padding_mask, training=training)
-        return self.attention_dropout(attended, training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"num_heads": self.num_heads})
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_models")
-class FNetBlock(_PostNormBlock):
+class FNetBlock(PostNormBlock):
     """FNet's encoder layer (Lee-Thorp et al. 2021): attention replaced by a Fourier transform.
 
     `x = LN(x + Re(FFT2(x)))` over the (sequence, hidden) axes, then
-    `x = LN(x + Dropout(FFN(x)))`. The transform is computed in float32. As in
-    the paper, padded positions are mixed like real ones, so the encoding of a
-    real token depends on the padding (its length and its embeddings); the
-    pooled classifier still averages over real tokens only.
+    `x = LN(x + Dropout(FFN(x)))` with a GELU feed-forward network. The
+    transform is computed in float32. As in the paper, padded positions are
+    mixed like real ones, so the encoding of a real token depends on the
+    padding (its length and its embeddings); the pooled classifier still
+    averages over real tokens only.
 
     Args:
         ff_dim: int, inner width of the feed-forward network.
         dropout: float, dropout rate on the feed-forward output.
         layer_norm_epsilon: float, epsilon of the layer normalisations.
+        activation: str, activation of the feed-forward network.
+        kernel_initializer: initializer of the dense kernels; None: BERT's truncated normal.
         **kwargs: base `keras.layers.Layer` arguments such as `name` and `dtype`.
 
     Example:
@@ -292,14 +64,33 @@ class FNetBlock(_PostNormBlock):
     (1, 3, 4)
     """
 
-    def __init__(self, ff_dim: int, dropout: float = 0.1, layer_norm_epsilon: float = 1e-12, **kwargs):
-        super().__init__(ff_dim, dropout, layer_norm_epsilon, **kwargs)
+    def __init__(
+        self,
+        ff_dim: int,
+        dropout: float = 0.1,
+        layer_norm_epsilon: float = 1e-12,
+        activation: str = "gelu",
+        kernel_initializer=None,
+        **kwargs,
+    ):
+        super().__init__(
+            ff_dim, dropout, activation, layer_norm_epsilon, kernel_initializer or bert_initializer(), **kwargs
+        )
 
-    def _mix(self, x, padding_mask, training):
+    def build(self, input_shape):
+        width = input_shape[-1]
+        self.mixing_norm = self.build_norm("mixing_norm", width)
+        self.build_feed_forward(width)
+
+    def call(self, inputs, training=None):
         # No dropout on the Fourier sublayer, as in FNet.
-        x = ops.cast(x, "float32")
+        x = ops.cast(inputs, "float32")
         real, _ = ops.fft2((x, ops.zeros_like(x)))
-        return ops.cast(real, self.compute_dtype)
+        x = self.mixing_norm(inputs + ops.cast(real, self.compute_dtype))
+        return self.feed_forward(x, training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_models")
@@ -362,13 +153,13 @@ def _text_model(name, encoder, input_spec, output_spec, *, d_model, dropout, poo
         # own Dense (untied from the token embedding): a layer shared between the
         # encoder sub-model and the head would not reload as one variable.
         x = keras.layers.Dense(
-            d_model, activation="gelu", kernel_initializer=_initializer(), name="mlm_transform"
+            d_model, activation="gelu", kernel_initializer=bert_initializer(), name="mlm_transform"
         )(sequence)
         x = keras.layers.LayerNormalization(epsilon=1e-12, name="mlm_norm")(x)
         outputs = keras.layers.Dense(
             vocab_size,
             activation="softmax",
-            kernel_initializer=_initializer(),
+            kernel_initializer=bert_initializer(),
             dtype="float32",
             name="mlm_output",
         )(x)
@@ -376,7 +167,7 @@ def _text_model(name, encoder, input_spec, output_spec, *, d_model, dropout, poo
         padding_mask = PaddingMask(name="padding_mask")(token_ids)
         pooled = SequencePooling(pooling, name="pooling")(sequence, padding_mask=padding_mask)
         pooled = keras.layers.Dense(
-            d_model, activation="tanh", kernel_initializer=_initializer(), name="pooler"
+            d_model, activation="tanh", kernel_initializer=bert_initializer(), name="pooler"
         )(pooled)
         pooled = keras.layers.Dropout(dropout, name="pooler_dropout")(pooled)
         outputs = task_head(pooled, output_spec)
@@ -388,7 +179,7 @@ def _embeddings(input_spec, *, d_model, max_len, dropout, projection: bool):
     x = TokenAndPositionEmbedding(input_spec.vocab_size, max_len, d_model, name="embeddings")(token_ids)
     x = keras.layers.LayerNormalization(epsilon=1e-12, name="embeddings_norm")(x)
     if projection:
-        x = keras.layers.Dense(d_model, kernel_initializer=_initializer(), name="embedding_projection")(x)
+        x = keras.layers.Dense(d_model, kernel_initializer=bert_initializer(), name="embedding_projection")(x)
     x = keras.layers.Dropout(dropout, name="embeddings_dropout")(x)
     return token_ids, x
 
@@ -438,7 +229,8 @@ def bert(
     """BERT (Devlin et al. 2019): a bidirectional post-norm Transformer encoder over token ids.
 
     Token plus learned position embeddings, LayerNorm and dropout, then
-    `num_layers` `TransformerEncoderBlock`s that never attend to padding. The
+    `num_layers` post-norm `TransformerEncoderLayer`s (GELU, attention dropout
+    equal to `dropout`) that never attend to padding. The
     encoder is the sub-model `"encoder"`. Heads: `classification` pools the
     encoding (`pooling`), applies BERT's tanh pooler and the task head;
     `masked_lm` applies BERT's Dense-GELU-LayerNorm transform and an untied
@@ -474,7 +266,16 @@ def bert(
     )
     padding_mask = PaddingMask(name="padding_mask")(token_ids)
     for i in range(num_layers):
-        block = TransformerEncoderBlock(num_heads, ff_dim, dropout, name=f"block_{i}")
+        block = TransformerEncoderLayer(
+            num_heads,
+            ff_dim,
+            dropout,
+            attention_dropout=dropout,
+            activation="gelu",
+            layer_norm_epsilon=1e-12,
+            kernel_initializer=bert_initializer(),
+            name=f"block_{i}",
+        )
         x = block(x, padding_mask=padding_mask)
     encoder = keras.Model(token_ids, x, name="encoder")
     return _text_model(
@@ -606,3 +407,87 @@ def transfer_encoder_weights(pretrained: keras.Model, target: keras.Model) -> No
             f"encoder hyperparameters (weight shapes {source_shapes} vs {destination_shapes})."
         )
     destination.set_weights(source.get_weights())
+
+
+# ------------------------------------------- BERT blocks saved with Dense projections
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class MultiHeadSelfAttention(MultiHeadDotProductAttention):
+    """`MultiHeadDotProductAttention` with the variable layout BERT models were saved with before.
+
+    The four projections are `Dense(width)` layers in the list `projections`
+    (query, key, value, output) with kernels `(width, width)`, where the
+    shared layer has `EinsumDense` kernels `(width, heads, head_dim)`; the
+    attention is the same. `keras.saving.load_model` builds it for the `.keras`
+    files of BERT models saved then; new models use `MultiHeadDotProductAttention`.
+
+    Args:
+        num_heads: int, attention heads; must divide the input width.
+        dropout: float, dropout rate on the attention probabilities.
+        **kwargs: the other `MultiHeadDotProductAttention` arguments.
+    """
+
+    def __init__(self, num_heads: int, dropout: float = 0.0, **kwargs):
+        kwargs.setdefault("kernel_initializer", bert_initializer())
+        super().__init__(num_heads, dropout=dropout, **kwargs)
+
+    def build(self, query_shape, value_shape=None):
+        width = query_shape[-1]
+        self._heads = (self.num_heads, self._head_dim(width))
+        self.projections = []
+        for name in ("query", "key", "value", "attention_output"):
+            dense = keras.layers.Dense(
+                width, kernel_initializer=bert_initializer(), dtype=self.dtype_policy, name=name
+            )
+            dense.build(query_shape)
+            self.projections.append(dense)
+
+    def project_heads(self, query, value):
+        batch = ops.shape(query)[0]
+        query, key, value = (dense(x) for dense, x in zip(self.projections, (query, value, value)))
+        return tuple(ops.reshape(x, (batch, ops.shape(x)[1], *self._heads)) for x in (query, key, value))
+
+    def merge_heads(self, context):
+        merged = ops.reshape(context, (ops.shape(context)[0], ops.shape(context)[1], context.shape[2] * context.shape[3]))
+        return self.projections[3](merged)
+
+
+@keras.saving.register_keras_serializable(package="keras_models")
+class TransformerEncoderBlock(TransformerEncoderLayer):
+    """BERT's encoder layer with the variable layout BERT models were saved with before.
+
+    The same computation as `TransformerEncoderLayer` with BERT's settings; its
+    attention is `MultiHeadSelfAttention` under `attention` and its first norm
+    is `mixing_norm`. `keras.saving.load_model` builds it for the `.keras` files
+    of BERT models saved then.
+
+    Args:
+        num_heads: int, attention heads; must divide the input width.
+        ff_dim: int, inner width of the feed-forward network.
+        dropout: float, dropout rate on attention probabilities and sublayer outputs.
+        layer_norm_epsilon: float, epsilon of the layer normalisations.
+        **kwargs: the other `TransformerEncoderLayer` arguments.
+    """
+
+    def __init__(
+        self, num_heads: int, ff_dim: int, dropout: float = 0.1, layer_norm_epsilon: float = 1e-12, **kwargs
+    ):
+        kwargs = {"attention_dropout": dropout, "activation": "gelu", "kernel_initializer": bert_initializer(),
+                  **kwargs}
+        super().__init__(num_heads, ff_dim, dropout, layer_norm_epsilon=layer_norm_epsilon, **kwargs)
+
+    def build(self, inputs_shape, padding_mask_shape=None):
+        width = inputs_shape[-1]
+        self.build_feed_forward(width)
+        self.attention = MultiHeadSelfAttention(
+            self.num_heads, self.attention_dropout, flash_attention=self.flash_attention,
+            dtype=self.dtype_policy, name="attention",
+        )
+        self.attention.build(inputs_shape)
+        self.mixing_norm = self.build_norm("mixing_norm", width)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        attended = self.attention(inputs, padding_mask=padding_mask, training=training)
+        x = self.residual(self.mixing_norm, inputs, attended, training)
+        return self.feed_forward(x, training)

@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from keras_models.heads import require_range, task_head
+from keras_models.layers import MultiHeadDotProductAttention, ViTPositionEmbedding
 from keras_models.registry import register_model
 from keras_models.specs import InputSpec, OutputSpec
 
@@ -54,73 +55,19 @@ class ViTClassToken(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_models")
-class ViTPositionEmbedding(keras.layers.Layer):
-    """Learned 1-D position embeddings of the class token and a grid of patches.
-
-    The class token's embedding and the patch grid's are separate variables of
-    shapes `(1, dim)` and `(grid_height, grid_width, dim)`, so that weights saved
-    at one resolution load at another: `load_own_variables` keeps the class-token
-    embedding and resizes the grid bilinearly (Dosovitskiy et al. 2020, section 3.2)
-    with half-pixel centres and no antialiasing, as `keras.ops.image.resize` does
-    (and big_vision and timm; the paper's first code release used corner-aligned
-    `scipy.ndimage.zoom`).
-
-    Args:
-        grid_size: tuple of two ints, patches per column and per row.
-        stddev: float, standard deviation of the normal initialiser.
-
-    Example:
-    >>> layer = ViTPositionEmbedding(grid_size=(2, 2))
-    >>> tuple(layer(keras.ops.zeros((1, 5, 8))).shape)
-    (1, 5, 8)
-    """
-
-    def __init__(self, grid_size, stddev: float = 0.02, **kwargs):
-        super().__init__(**kwargs)
-        self.grid_size = tuple(int(g) for g in grid_size)
-        self.stddev = stddev
-
-    def build(self, input_shape):
-        dim = input_shape[-1]
-        initializer = keras.initializers.RandomNormal(stddev=self.stddev)
-        self.class_embedding = self.add_weight(shape=(1, dim), initializer=initializer, name="class_embedding")
-        self.grid_embedding = self.add_weight(
-            shape=(*self.grid_size, dim), initializer=initializer, name="grid_embedding"
-        )
-
-    def call(self, inputs):
-        grid = ops.reshape(self.grid_embedding, (-1, self.grid_embedding.shape[-1]))
-        embedding = ops.concatenate([self.class_embedding, grid], axis=0)
-        return inputs + ops.cast(embedding, inputs.dtype)[None]
-
-    def load_own_variables(self, store):
-        if len(store.keys()) != 2:
-            raise ValueError(
-                f"Layer {self.name!r} expects 2 variables (class and grid embeddings), "
-                f"found {len(store.keys())} in the saved weights."
-            )
-        grid = store["1"]
-        if tuple(grid.shape[:2]) != self.grid_size:
-            grid = ops.image.resize(
-                grid, self.grid_size, interpolation="bilinear", antialias=False, data_format="channels_last"
-            )
-        self.class_embedding.assign(store["0"])
-        self.grid_embedding.assign(grid)
-
-    def get_config(self):
-        return {**super().get_config(), "grid_size": self.grid_size, "stddev": self.stddev}
-
-
-@keras.saving.register_keras_serializable(package="keras_models")
 class ViTEncoderBlock(keras.layers.Layer):
     """Pre-norm Transformer encoder block (ViT eqs. 2-3).
 
     `x + MSA(LN(x))`, then `x + MLP(LN(x))` with MLP = Dense(mlp_dim, GELU) →
-    Dense(dim). The query, key, value and output projections have the layout of
-    `keras.layers.MultiHeadAttention`; the attention softmax is computed in
-    float32, so the weights sum to 1 under `mixed_bfloat16` too. Called with
-    `return_attention_scores=True` it also returns the attention weights,
-    shaped `(batch, heads, tokens, tokens)`.
+    Dense(dim). The attention is a `MultiHeadDotProductAttention` (fused
+    dot-product attention where the backend has it). Called with
+    `return_attention_scores=True` the block also returns the float32 attention
+    weights, shaped `(batch, heads, tokens, tokens)`.
+
+    The attention's projections are saved as the block's `query`, `key`,
+    `value` and `attention_output`, the layout ViT weights have always had:
+    the attention layer itself is a private attribute, which Keras's saving
+    visits after the public ones.
 
     Args:
         num_heads: int, attention heads; must divide the embedding size.
@@ -156,46 +103,54 @@ class ViTEncoderBlock(keras.layers.Layer):
         dim = input_shape[-1]
         if dim % self.num_heads:
             raise ValueError(f"Embedding size {dim} is not divisible by num_heads={self.num_heads}.")
-        head_dim = dim // self.num_heads
         common = dict(dtype=self.dtype_policy)
-
-        def projection(name):
-            return keras.layers.EinsumDense(
-                "btd,dnh->btnh", output_shape=(None, self.num_heads, head_dim), bias_axes="nh",
-                name=name, **common,
-            )
-
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_epsilon, name="attention_norm", **common
         )
-        self.query, self.key, self.value = projection("query"), projection("key"), projection("value")
-        self.attention_output = keras.layers.EinsumDense(
-            "btnh,nhd->btd", output_shape=(None, dim), bias_axes="d", name="attention_output", **common
+        self._attention = MultiHeadDotProductAttention(
+            self.num_heads, dropout=self.attention_dropout, name="attention", **common
         )
-        self.attention_dropout_layer = keras.layers.Dropout(self.attention_dropout, **common)
         self.mlp_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="mlp_norm", **common)
         self.mlp_hidden = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_hidden", **common)
         self.mlp_output = keras.layers.Dense(dim, name="mlp_output", **common)
         self.dropout_layer = keras.layers.Dropout(self.dropout, **common)
-
-        heads_shape = (*input_shape[:-1], self.num_heads, head_dim)
-        for layer in (self.attention_norm, self.query, self.key, self.value, self.mlp_norm, self.mlp_hidden):
+        for layer in (self.attention_norm, self._attention, self.mlp_norm, self.mlp_hidden):
             layer.build(input_shape)
-        self.attention_output.build(heads_shape)
         self.mlp_output.build((*input_shape[:-1], self.mlp_dim))
-        self._scale = 1.0 / float(np.sqrt(head_dim))
+
+    @property
+    def query(self):
+        return self._attention.query_dense
+
+    @property
+    def key(self):
+        return self._attention.key_dense
+
+    @property
+    def value(self):
+        return self._attention.value_dense
+
+    @property
+    def attention_output(self):
+        return self._attention.output_dense
 
     def call(self, inputs, training=None, return_attention_scores=False):
-        x = self.attention_norm(inputs)
-        query = self.query(x) * ops.cast(self._scale, x.dtype)
-        scores = ops.einsum("btnh,bsnh->bnts", query, self.key(x))
-        weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
-        dropped = ops.cast(self.attention_dropout_layer(weights, training=training), x.dtype)
-        attended = ops.einsum("bnts,bsnh->btnh", dropped, self.value(x))
-        x = inputs + self.dropout_layer(self.attention_output(attended), training=training)
+        attended = self._attention(
+            self.attention_norm(inputs), return_attention_scores=return_attention_scores, training=training
+        )
+        if return_attention_scores:
+            attended, weights = attended
+        x = inputs + self.dropout_layer(attended, training=training)
         y = self.dropout_layer(self.mlp_hidden(self.mlp_norm(x)), training=training)
         outputs = x + self.dropout_layer(self.mlp_output(y), training=training)
         return (outputs, weights) if return_attention_scores else outputs
+
+    def compute_output_spec(self, inputs, training=None, return_attention_scores=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return outputs
+        tokens = inputs.shape[1]
+        return outputs, keras.KerasTensor((inputs.shape[0], self.num_heads, tokens, tokens), dtype="float32")
 
     def get_config(self):
         return {

@@ -86,16 +86,13 @@ def test_shapes_masks_and_round_trip(config, tmp_path):
     model, inputs = _build(config), _random_batch()
     assert model.output_shape == (None, None, TGT_VOCAB)
     # One batch (rows are independent; `_random_batch` is deterministic): the inputs, then a later
-    # target token changed, then a real source token changed. One model returns the probabilities
-    # and the attention over the source.
+    # target token changed, then a real source token changed; and the attention over the source.
     future_changed, source_changed = _random_batch(), _random_batch()
     future_changed["target_in"][:, 4] = _another_token(inputs["target_in"][:, 4], TGT_VOCAB)
     source_changed["source"][:, 0] = _another_token(inputs["source"][:, 0], SRC_VOCAB)
     variants = {k: np.concatenate([inputs[k], future_changed[k], source_changed[k]]) for k in inputs}
-    probe = keras.Model(model.input, [model.output, attention_model(model).output])
-    all_probs, all_weights = _predict(probe, variants)
-    probs, future_probs, source_probs = np.split(np.asarray(all_probs), 3)
-    weights = np.asarray(all_weights)[:3]
+    probs, future_probs, source_probs = np.split(np.asarray(_predict(model, variants)), 3)
+    weights = np.asarray(_predict(attention_model(model), inputs))
 
     assert probs.shape == (3, 6, TGT_VOCAB) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
