@@ -269,6 +269,7 @@ def predict_file(model_uri: str, input_path: str | Path, output_path: str | Path
     if not output_path.parent.is_dir():
         raise PredictError(f"{output_path}: directory {output_path.parent} does not exist.")
 
+    import pyarrow.parquet as pq
     from tqdm import tqdm
 
     model = load(model_uri)
@@ -277,7 +278,8 @@ def predict_file(model_uri: str, input_path: str | Path, output_path: str | Path
     with _atomic_output(output_path) as temporary:
         writer = _Writer(temporary, kind)
         try:
-            with tqdm(unit=" rows", desc=input_path.name, disable=not progress) as bar:
+            total = None if fmt is not None else pq.ParquetFile(input_path).metadata.num_rows
+            with tqdm(total=total, unit=" rows", desc=input_path.name, disable=not progress) as bar:
                 for chunk in _chunks(input_path, fmt, chunk_rows):
                     if chunks == 0:
                         _check_columns(chunk, model, input_path, fmt)
