@@ -21,7 +21,14 @@ import pyarrow as pa
 from data.sources import RawData, SourceError
 from keras_models.specs import OutputSpec
 from tasks.base import Evaluation
-from tasks.tabular import AnalyzeFn, TabularTask, build_serving_model, feature_matrix, transform_features
+from tasks.tabular import (
+    AnalyzeFn,
+    TabularTask,
+    build_serving_model,
+    feature_matrix,
+    raw_feature_matrix,
+    transform_features,
+)
 
 MAX_STRATA = 10
 RIDGE_ALPHAS = np.logspace(-3, 3, 25)
@@ -76,15 +83,6 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     if np.all(y_true > 0):
         metrics["mape"] = float(100 * mean_absolute_percentage_error(y_true, y_pred))
     return metrics
-
-
-def raw_feature_matrix(frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
-    """Rows as ingest stored them → the feature vectors the network reads, through the Beam transform's code."""
-    features = [{"name": n, "kind": "numeric"} for n in transform["numeric"]]
-    features += [{"name": n, "kind": "categorical"} for n in transform["categorical"]]
-    table = TabularTask.features_to_arrow(frame, {"features": features})
-    columns, names = transform_features(table, transform)
-    return feature_matrix({name: np.asarray(column) for name, column in zip(names, columns)}, transform)
 
 
 def save_regression_plots(y_true, y_pred, output: Path, title: str, unit: str) -> list[Path]:

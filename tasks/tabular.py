@@ -146,9 +146,11 @@ def feature_matrix(columns: dict[str, np.ndarray], transform: dict[str, Any]) ->
     return np.concatenate(parts, axis=1)
 
 
-def raw_feature_matrix(frame: pd.DataFrame, schema: dict[str, Any], transform: dict[str, Any]) -> np.ndarray:
-    """Rows as ingest stored them → the feature vectors the network reads, by the Beam transform's own code."""
-    table = TabularTask.features_to_arrow(frame, schema)
+def raw_feature_matrix(frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
+    """Rows as ingest stored them → the feature vectors the network reads, through the Beam transform's code."""
+    features = [{"name": n, "kind": "numeric"} for n in transform["numeric"]]
+    features += [{"name": n, "kind": "categorical"} for n in transform["categorical"]]
+    table = TabularTask.features_to_arrow(frame, {"features": features})
     columns, names = transform_features(table, transform)
     return feature_matrix({name: np.asarray(column) for name, column in zip(names, columns)}, transform)
 
@@ -278,9 +280,7 @@ class TabularTask(Task):
         from keras_models.tabular import save_feature_mask_png, tabnet_feature_masks
 
         transform = predictor.transform
-        table = pa.Table.from_pandas(test, preserve_index=False)
-        columns, names = transform_features(table, transform)
-        x = feature_matrix({name: np.asarray(column) for name, column in zip(names, columns)}, transform)
+        x = raw_feature_matrix(test, transform)
         masks, _ = tabnet_feature_masks(predictor.model.get_layer("tabnet"), x)
         path = output / "tabnet_feature_masks.png"
         save_feature_mask_png(masks, feature_names(transform), path)

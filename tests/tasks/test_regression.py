@@ -108,7 +108,8 @@ def test_analyzer_and_transform_of_the_target_match_numpy():
 
     y = frame["disease_progression"].to_numpy("float64")
     assert transform["label"] == {"name": "disease_progression", "kind": "numeric",
-                                  "mean": pytest.approx(y.mean(), rel=1e-12), "variance": pytest.approx(y.var(), rel=1e-12)}
+                                  "mean": pytest.approx(y.mean(), rel=1e-12),
+                                  "variance": pytest.approx(y.var(), rel=1e-12)}
     assert transform["num_train_rows"] == len(frame)
     assert transform["numeric"]["bmi"]["mean"] == pytest.approx(frame["bmi"].mean(), rel=1e-6)  # features are float32
 
@@ -150,7 +151,8 @@ def test_a_reference_informs_the_blessing_without_blocking_it():
     from components.evaluate import bless
 
     config = config_for("diabetes_mlp")
-    blessing = bless({"rmse": 55.0, "r2": 0.5}, {"rmse": 78.0, "r2": 0.0}, TabularRegression(config.task), config.evaluate,
+    task = TabularRegression(config.task)
+    blessing = bless({"rmse": 55.0, "r2": 0.5}, {"rmse": 78.0, "r2": 0.0}, task, config.evaluate,
                      {"ridge": {"rmse": 54.0}})
     assert blessing["blessed"]
     assert blessing["checks"][-1] == {"check": "rmse <= ridge rmse", "value": 55.0, "reference": 54.0, "gap": 1.0,
