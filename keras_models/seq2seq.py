@@ -57,6 +57,9 @@ def _masked_softmax_attention(scores, values, key_mask):
 
 
 # ------------------------------------------------------- RNN attention layers
+# Neither uses `keras.ops.dot_product_attention`: Bahdanau's score is additive
+# (`vᵀ tanh(W q + U h)`), not a dot product, and Luong's weights are always an
+# output (the decoder's attention map), which the fused op does not return.
 
 
 @_serializable

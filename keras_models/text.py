@@ -409,7 +409,7 @@ def transfer_encoder_weights(pretrained: keras.Model, target: keras.Model) -> No
     destination.set_weights(source.get_weights())
 
 
-# ------------------------------------------- BERT blocks saved with Dense projections
+# ------------------------------------------- the BERT block with Dense projections
 
 
 @keras.saving.register_keras_serializable(package="keras_models")
@@ -419,8 +419,7 @@ class MultiHeadSelfAttention(MultiHeadDotProductAttention):
     The four projections are `Dense(width)` layers in the list `projections`
     (query, key, value, output) with kernels `(width, width)`, where the
     shared layer has `EinsumDense` kernels `(width, heads, head_dim)`; the
-    attention is the same. `keras.saving.load_model` builds it for the `.keras`
-    files of BERT models saved then; new models use `MultiHeadDotProductAttention`.
+    attention is the same. It is the attention of `TransformerEncoderBlock`.
 
     Args:
         num_heads: int, attention heads; must divide the input width.
@@ -460,7 +459,8 @@ class TransformerEncoderBlock(TransformerEncoderLayer):
     The same computation as `TransformerEncoderLayer` with BERT's settings; its
     attention is `MultiHeadSelfAttention` under `attention` and its first norm
     is `mixing_norm`. `keras.saving.load_model` builds it for the `.keras` files
-    of BERT models saved then.
+    of BERT models saved before `bert` used `TransformerEncoderLayer`, and
+    `series_transformer` (`keras_models.sequence`) still builds its blocks with it.
 
     Args:
         num_heads: int, attention heads; must divide the input width.
