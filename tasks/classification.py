@@ -108,14 +108,18 @@ def label_schema(train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
 
 
 def label_spec(counts: Counter, label: dict[str, Any]) -> dict[str, Any]:
-    """The label entry of `transform.json`: the schema's, with the classes and counts Beam found in the train split."""
-    known = dict(zip(label["classes"], label.get("values", label["classes"])))
+    """The label entry of `transform.json`: the schema's, with the classes and counts Beam found in the train split.
+
+    A schema entry without classes (a hand-written one) is taken for string labels.
+    """
     classes = sorted(counts)
-    unknown = [c for c in classes if c not in known]
+    known = dict(zip(label["classes"], label.get("values", label["classes"]))) if "classes" in label else None
+    unknown = [c for c in classes if known is not None and c not in known]
     if unknown:
         raise ValueError(f"Label {label['name']!r}: train value(s) {unknown} are not in the ingest schema's classes "
                          f"{label['classes']}; re-run ingest.")
-    return {**label, "classes": classes, "values": [known[c] for c in classes],
+    return {"kind": "categorical", **label, "classes": classes,
+            "values": [known[c] for c in classes] if known is not None else classes,
             "dtype": label.get("dtype", "string"), "counts": {c: int(counts[c]) for c in classes}}
 
 

@@ -22,7 +22,9 @@ def test_iris_splits_are_stratified_deterministic_and_disjoint(tmp_path, local_m
     rows = pd.concat(frames.values())
     assert not rows.duplicated().any() or rows.duplicated().sum() == load_iris_duplicates()
     schema = json.loads((tmp_path / "a" / "schema.json").read_text())
-    assert schema["label"] == {"name": "species", "kind": "categorical", "classes": ["setosa", "versicolor", "virginica"]}
+    classes = ["setosa", "versicolor", "virginica"]
+    assert schema["label"] == {"name": "species", "kind": "categorical", "classes": classes, "values": classes,
+                               "dtype": "string"}
     assert [f["name"] for f in schema["features"]][:2] == ["sepal_length_cm", "sepal_width_cm"]
     stats = json.loads((tmp_path / "a" / "statistics.json").read_text())
     assert stats["train"]["num_rows"] == 105
