@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,53 @@ def test_a_damaged_or_incomplete_artifact_is_detected_by_its_manifest_and_rebuil
         assert result.artifact.manifest["files"] == before.manifest["files"]  # rebuilt to the same bytes
         assert len(list(before.path.parent.glob(f"{before.path.name}.corrupt-*"))) == 1
         assert reasons[name] in mlflow.get_run(result.run_id).data.tags["rebuilt_damaged_artifact"]
+
+
+def drop_eval_split(output: Path) -> None:
+    shutil.rmtree(output / "transformed" / "eval")
+
+
+def drop_train_rows(output: Path) -> None:
+    (part,) = (output / "transformed" / "train").glob("*.parquet")
+    table = pq.read_table(part)
+    pq.write_table(table.slice(0, table.num_rows - 5), part)
+
+
+def leave_beam_temp_file(output: Path) -> None:
+    temp = output / "transformed" / "beam-temp-part-3f2a"
+    temp.mkdir()
+    (temp / "a1b2.parquet").write_bytes(b"PAR1")
+
+
+def test_an_incomplete_build_fails_naming_what_is_missing_and_publishes_nothing(tmp_path, monkeypatch):
+    """A split without files, a short row count, a leftover temporary file: each stops the build before its manifest."""
+    from components import preprocess
+    from pipeline.artifacts import ArtifactError
+    from pipeline.runner import run_pipeline
+
+    use_mlflow_store(tmp_path)
+    config = config_for(tuner="none", output_dir=str(tmp_path / "artifacts"))
+    work = preprocess.run
+    faults = {
+        drop_eval_split: r"transformed/eval has no Parquet files \(expected 22 rows\)",
+        drop_train_rows: r"transformed/train holds 100 rows in 1 Parquet file\(s\), expected 105",
+        leave_beam_temp_file: r"temporary files left: transformed/beam-temp-part-3f2a",
+    }
+    for fault, message in faults.items():
+        def run_with_fault(inputs, output, config, fault=fault):
+            summary = work(inputs, output, config)
+            fault(output)
+            return summary
+
+        monkeypatch.setattr(preprocess, "run", run_with_fault)
+        with pytest.raises(ArtifactError, match=rf"^preprocess output is incomplete, so it is not published: {message}$"):
+            run_pipeline(config, ["preprocess"])
+        assert not list((tmp_path / "artifacts" / "preprocess").glob("*/manifest.json"))
+        assert not list((tmp_path / "artifacts" / "preprocess").glob(".staging-*"))
+    monkeypatch.setattr(preprocess, "run", work)
+    published = run_pipeline(config, ["preprocess"]).components["preprocess"]
+    assert published.artifact.manifest["summary"]["output_rows"] == {
+        "transformed/train": 105, "transformed/eval": 22, "transformed/test": 23}
 
 
 @pytest.mark.slow
