@@ -69,7 +69,12 @@ def label_array(frame: pd.DataFrame, label: dict[str, Any]) -> pa.Array:
 
 
 def label_dtype(column: pd.Series, declared: str | None = None) -> str:
-    """The label's type: the source's declared column type when it has one (a CSV's), else the values'."""
+    """The label's type: the column type a CSV source declares for it, else its values' type.
+
+    pandas holds an integer column that had missing values as floats, so such
+    a label serves floats unless `data.csv.column_types` declares it `integer`
+    (its classes are "1", "2", ... either way).
+    """
     if declared is not None:
         return DECLARED_DTYPES[declared]
     values = column.dropna()
@@ -85,7 +90,7 @@ def label_dtype(column: pd.Series, declared: str | None = None) -> str:
 
 
 def _declared_type(raw: RawData) -> str | None:
-    """The type the CSV reader resolved for the label column (None for other sources)."""
+    """The type `data.csv.column_types` gives the label column (None when the source declares none)."""
     types = (raw.csv_format or {}).get("column_types") or {}
     originals = [original for original, name in raw.renamed.items() if name == raw.label]
     return next((types[name] for name in originals if name in types), None)
