@@ -7,7 +7,7 @@ NOTF_VENV := .venv-notf
 UV_VERSION := 0.13.8
 export MPLBACKEND := Agg
 
-.PHONY: run test lock bench results docs clean ui
+.PHONY: run test lock bench results docs clean ui postgresql
 
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set, as on CI, every
 # process would otherwise compile TensorFlow, Beam and MLflow from source on import.
@@ -31,9 +31,26 @@ $(NOTF_VENV)/.installed: requirements.lock setup.cfg $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) -m pipeline.cli run $(ARGS)
 
+# PostgreSQL's server programs, for the tracking-server tests (each test module starts its own cluster):
+# Debian's package, installed as root without the default cluster it would create and start. Nothing
+# happens where initdb is installed already; the apt output is shown only when the install fails.
+postgresql:
+	@if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's postgresql package"; \
+		mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf; \
+		log=$$(mktemp); \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql; } >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; rm -f $$log; \
+	else \
+		echo "error: the tests need PostgreSQL's server (initdb, postgres): install Debian's postgresql package as root, or put initdb on PATH" >&2; \
+		exit 1; \
+	fi
+
 # The whole suite on the TensorFlow backend (tests/test_without_tensorflow.py runs Iris on JAX in
 # .venv-notf), then the model zoo and the training callbacks again on JAX.
-test: $(VENV)/.installed $(NOTF_VENV)/.installed
+test: $(VENV)/.installed $(NOTF_VENV)/.installed postgresql
 	$(PY) -m pytest -n 2 --dist loadscope $(ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist loadscope tests/models tests/test_callbacks.py $(ARGS)
 

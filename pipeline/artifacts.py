@@ -188,11 +188,24 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def lock(self, component: str, fp: str) -> Iterator[None]:
-        """An exclusive lock on one artifact across processes: check, build and publish under it."""
+        """An exclusive lock on one artifact across processes: check, build and publish under it.
+
+        An `flock`, which Linux's NFS client carries out as a POSIX lock on the
+        server, so it holds across hosts that share the root over NFS (v4, or
+        v3 with lockd) as well as on local disk. A filesystem that refuses
+        locks is an error; one that takes them locally only (sshfs, s3fs,
+        Lustre's `localflock`) cannot be told apart: docs/scaling.md.
+        """
         final = self.path(component, fp)
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(final.with_name(f".lock-{final.name}"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except OSError as e:  # ENOLCK, ENOSYS, EOPNOTSUPP
+                raise ArtifactError(
+                    f"cannot lock {handle.name} ({e.strerror}): output_dir must be on a filesystem with file "
+                    "locks shared by every host that uses it (local disk, NFS with locking, CephFS, Lustre "
+                    "mounted with -o flock)") from e
             yield
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,5 +163,8 @@ def _run_component(
                 artifact = store.load(name, fp)
             seconds = time.perf_counter() - start
             mlflow.log_metric("component_seconds", seconds)
-            mlflow.set_tag("artifact", str(artifact.path))
+            # The path as this host sees it: with `output_dir` on a shared filesystem, any host that mounts
+            # `artifact_root` reads it there (the artifact is `<component>/<fingerprint[:16]>` under it).
+            mlflow.set_tags({"artifact": str(artifact.path), "artifact_host": socket.gethostname(),
+                             "artifact_root": str(store.root)})
     return ComponentResult(name, artifact, artifact.manifest["mlflow_run_id"] != run.info.run_id, run.info.run_id, seconds)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
-from tests.helpers import free_port, mlflow_server_command, start_mlflow_server, stop_mlflow_server
+from tests.helpers import mlflow_server as tracking_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,18 +30,13 @@ def mlflow_server(tmp_path_factory):
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "auth_cache_ttl_seconds = 60\n"  # one PBKDF2 check per minute, not per request
     )
-    port = free_port()
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
-    process = start_mlflow_server(mlflow_server_command(root, port, "--app-name", "basic-auth"),
-                                  root / "server.log", env=env)
-    url = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as patch:
+    with tracking_server(root, "--app-name", "basic-auth", env=env) as url, pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", url)
         patch.setenv(CREDENTIALS[0], "admin")
         patch.setenv(CREDENTIALS[1], password)
         yield url, password
-    stop_mlflow_server(process)
 
 
 @pytest.fixture(scope="module")
