@@ -24,9 +24,20 @@ def _serializable(cls):
     return keras.saving.register_keras_serializable(package="keras_models")(cls)
 
 
-def _fresh(initializer):
-    """A new instance of `initializer`: Keras repeats the values of an unseeded instance called twice."""
-    return keras.initializers.get(keras.initializers.serialize(keras.initializers.get(initializer)))
+def _identifier(initializer):
+    """`initializer` as a name or a config, kept until each weight gets its own instance."""
+    if isinstance(initializer, (str, dict)):
+        return initializer
+    return keras.initializers.serialize(keras.initializers.get(initializer))
+
+
+def _fresh(identifier):
+    """A new initializer instance: Keras repeats the values of an unseeded instance called twice.
+
+    Instances are made as each sublayer is created, so a seeded run draws the
+    same initial weights as the layers these replaced.
+    """
+    return keras.initializers.get(dict(identifier) if isinstance(identifier, dict) else identifier)
 
 
 def bert_initializer():
@@ -117,7 +128,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.dropout = dropout
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = _identifier(kernel_initializer)
         self.flash_attention = flash_attention
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
@@ -220,7 +231,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             "num_heads": self.num_heads,
             "key_dim": self.key_dim,
             "dropout": self.dropout,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_initializer": self.kernel_initializer,
             "flash_attention": self.flash_attention,
         }
 
@@ -415,7 +426,7 @@ class PostNormBlock(keras.layers.Layer):
         self.dropout = dropout
         self.activation = activation
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = _identifier(kernel_initializer)
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build_norm(self, name: str, width: int) -> keras.layers.LayerNormalization:
@@ -455,7 +466,7 @@ class PostNormBlock(keras.layers.Layer):
             "dropout": self.dropout,
             "activation": self.activation,
             "layer_norm_epsilon": self.layer_norm_epsilon,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_initializer": self.kernel_initializer,
         }
 
 

@@ -110,11 +110,12 @@ class ViTEncoderBlock(keras.layers.Layer):
         self._attention = MultiHeadDotProductAttention(
             self.num_heads, dropout=self.attention_dropout, name="attention", **common
         )
+        self._attention.build(input_shape)
         self.mlp_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="mlp_norm", **common)
         self.mlp_hidden = keras.layers.Dense(self.mlp_dim, activation="gelu", name="mlp_hidden", **common)
         self.mlp_output = keras.layers.Dense(dim, name="mlp_output", **common)
         self.dropout_layer = keras.layers.Dropout(self.dropout, **common)
-        for layer in (self.attention_norm, self._attention, self.mlp_norm, self.mlp_hidden):
+        for layer in (self.attention_norm, self.mlp_norm, self.mlp_hidden):
             layer.build(input_shape)
         self.mlp_output.build((*input_shape[:-1], self.mlp_dim))
 
