@@ -70,7 +70,8 @@ def check_server(uri: str) -> None:
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except MlflowException as e:
         cause = e.__cause__ or e.__context__
-        if not isinstance(cause, requests.exceptions.RequestException):
+        no_answer = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError)
+        if not isinstance(cause, no_answer):  # an answer, such as a refusal: MLflow's error says which
             raise
         reason = _reason(cause)
         raise TrackingServerUnreachable(
