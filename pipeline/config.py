@@ -196,31 +196,56 @@ class ImageClassification(Section):
 
 
 class Forecasting(Section):
-    """One series over time (`data.label` is its value column), split by time.
+    """One series over time (`data.label` is its value column), or many (`series_column`), split by time.
 
-    The last `test_periods` are the test split and the `eval_periods` before
-    them the eval split; the model reads `window` steps and forecasts `horizon`.
-    `seasonality` is the season length of the seasonal-naive baseline and, with
-    `seasonal_difference`, the lag of the differencing the model learns on
-    (`y[t] - y[t - seasonality]`), which the serving model undoes.
+    The last `test_periods` of each series are the test split and the
+    `eval_periods` before them the eval split; the model reads `window` steps
+    and forecasts `horizon`. Evaluation is a rolling-origin backtest over the
+    test split: `backtest_origins` origins (every one the test window allows
+    when unset, at least 3). `seasonality` is the season length of the
+    seasonal-naive baseline and of MASE.
+
+    `scaling: series` scales by the train split's moments and, with
+    `seasonal_difference`, learns on `y[t] - y[t - seasonality]`.
+    `scaling: window` scales each window by its own level (last value) and
+    scale (mean absolute seasonal difference), and the network learns the
+    correction to seasonal naive (`seasonal_difference`) or naive in that
+    space; it is what a global model over many series needs.
     """
 
     type: Literal["forecasting"]
     time_column: str
+    series_column: str | None = None
     window: int = Field(24, ge=1)
     horizon: int = Field(12, ge=1)
     test_periods: int = Field(12, ge=1)
     eval_periods: int = Field(12, ge=1)
     seasonality: int = Field(12, ge=1)
     seasonal_difference: bool = False
+    scaling: Literal["series", "window"] = "series"
+    loss: Literal["mse", "mae"] = "mse"
+    backtest_origins: int | None = Field(None, ge=3)
 
     @model_validator(mode="after")
-    def _eval_holds_a_forecast(self):
+    def _splits_hold_forecasts(self):
         if self.eval_periods < self.horizon:
             raise ValueError(
                 f"eval_periods={self.eval_periods} is shorter than horizon={self.horizon}: "
                 "the eval split must hold at least one whole forecast"
             )
+        origins = self.test_periods - self.horizon + 1
+        if origins < 3 or (self.backtest_origins or 0) > origins:
+            raise ValueError(
+                f"test_periods={self.test_periods} with horizon={self.horizon} holds {origins} forecast origin(s); "
+                f"the backtest needs {max(3, self.backtest_origins or 0)}: set test_periods to at least "
+                f"{self.horizon + max(3, self.backtest_origins or 0) - 1}"
+            )
+        if self.scaling == "window" and self.window <= self.seasonality:
+            raise ValueError(f"window={self.window} must be longer than seasonality={self.seasonality} "
+                             "with scaling: window (the scale is a mean seasonal difference within the window)")
+        if self.series_column is not None and self.scaling != "window":
+            raise ValueError("series_column needs scaling: window, so that one model reads every series in its "
+                             "own units")
         return self
 
 

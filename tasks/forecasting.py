@@ -105,6 +105,29 @@ def target_space(values: np.ndarray, history: np.ndarray, lag: int | None) -> np
     return values if lag is None else values - history[:, -lag]
 
 
+def level_and_scale(history: np.ndarray, season: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each history row's level (its last value) and scale (its mean absolute seasonal difference).
+
+    Window scaling divides by the scale MASE uses, so a network trained on
+    mean absolute error in this space minimises each window's MASE, and
+    series of any size share one model. A flat history gets a scale of
+    1e-6 of its level (or 1e-6) so nothing divides by 0.
+    """
+    history = np.asarray(history, "float64")
+    lag = season if history.shape[1] > season else 1
+    scale = np.abs(history[:, lag:] - history[:, :-lag]).mean(axis=1)
+    floor = 1e-6 * np.maximum(np.abs(history).mean(axis=1), 1.0)
+    return history[:, -1], np.maximum(scale, floor)
+
+
+def base_forecast(history: np.ndarray, horizon: int, season: int, seasonal: bool) -> np.ndarray:
+    """What a window-scaled model forecasts when its network outputs 0: the last season repeated, or the last value."""
+    history = np.asarray(history, "float64")
+    if not seasonal:
+        return np.repeat(history[:, -1:], horizon, axis=1)
+    return history[:, -season:][:, np.arange(horizon) % season]
+
+
 class MomentsFn:
     """Count, mean and M2 of the train rows' target-space values, merged with Chan et al.'s update.
 
@@ -152,46 +175,82 @@ class MomentsFn:
         return acc
 
 
+SCALE = "scale"  # transformed, window scaling: each row's scale
+BASE = "base"  # transformed, window scaling: what the row's forecast is when the network outputs 0
+
+
 def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> pa.Table:
-    """Each row's target-space value and its input window, scaled with the train statistics."""
-    lag = transform["seasonality"] if transform["seasonal_difference"] else None
+    """Each row's target and its input window: scaled with the train moments, or by the window's own history."""
     values = batch.column(transform["value"]).to_numpy(zero_copy_only=False).astype("float64")
     history = list_matrix(batch.column(HISTORY), transform["history_length"], HISTORY)
-    target = target_space(values, history, lag)
-    inputs = history if lag is None else history[:, lag:] - history[:, :-lag]
-    mean, std = transform["mean"], np.sqrt(transform["variance"])
-    window = ((inputs - mean) / std).astype("float32")
-    return pa.Table.from_arrays(
-        [
-            batch.column(transform["time"]).cast(pa.timestamp("ns")),
+    series = transform.get("series")
+    keys = [batch.column(transform["time"]).cast(pa.timestamp("ns"))]
+    if series:
+        keys.append(batch.column(series).cast(pa.string()))
+    if transform.get("scaling") == "window":
+        season, horizon = transform["seasonality"], transform["horizon"]
+        level, scale = level_and_scale(history, season)
+        window = ((history[:, -transform["window"] :] - level[:, None]) / scale[:, None]).astype("float32")
+        base = base_forecast(history, horizon, season, transform["seasonal_difference"])
+        columns = [
+            *keys,
+            pa.array(values, pa.float64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(window.ravel(), pa.float32()), transform["window"]),
+            pa.array(scale, pa.float64()),
+            pa.FixedSizeListArray.from_arrays(pa.array(base.ravel(), pa.float64()), horizon),
+        ]
+    else:
+        lag = transform["seasonality"] if transform["seasonal_difference"] else None
+        target = target_space(values, history, lag)
+        inputs = history if lag is None else history[:, lag:] - history[:, :-lag]
+        mean, std = transform["mean"], np.sqrt(transform["variance"])
+        window = ((inputs - mean) / std).astype("float32")
+        columns = [
+            *keys,
             pa.array(((target - mean) / std).astype("float32"), pa.float32()),
             pa.FixedSizeListArray.from_arrays(pa.array(window.ravel(), pa.float32()), transform["window"]),
-        ],
-        schema=output_schema(transform["time"], transform["value"], transform["window"]),
-    )
+        ]
+    return pa.Table.from_arrays(columns, schema=output_schema(
+        transform["time"], transform["value"], transform["window"], series,
+        transform["horizon"] if transform.get("scaling") == "window" else None))
 
 
-def output_schema(time: str, value: str, window: int) -> pa.Schema:
-    return pa.schema([
-        pa.field(time, pa.timestamp("ns")),
-        pa.field(value, pa.float32()),
-        pa.field(WINDOW, pa.list_(pa.float32(), window)),
-    ])
+def output_schema(time: str, value: str, window: int, series: str | None = None,
+                  horizon: int | None = None) -> pa.Schema:
+    """The transformed columns; `horizon` is given for window scaling, whose rows keep their raw value,
+    scale and base forecast."""
+    fields = [pa.field(time, pa.timestamp("ns"))]
+    if series:
+        fields.append(pa.field(series, pa.string()))
+    if horizon is None:
+        return pa.schema([*fields, pa.field(value, pa.float32()), pa.field(WINDOW, pa.list_(pa.float32(), window))])
+    return pa.schema([*fields, pa.field(value, pa.float64()), pa.field(WINDOW, pa.list_(pa.float32(), window)),
+                      pa.field(SCALE, pa.float64()), pa.field(BASE, pa.list_(pa.float64(), horizon))])
 
 
 def windows(columns: dict[str, np.ndarray], transform: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Every forecast origin of one transformed split: its window → the next `horizon` values.
+    """Every forecast origin of one transformed split: its window → the next `horizon` targets.
 
     An origin is a row whose window is complete and whose next `horizon`
-    rows are in the split, so no target crosses into the next split.
+    rows are in the split and of the same series, so no target crosses into
+    the next split or another series. With window scaling a target is
+    `(y - base) / scale` with the origin's own base and scale.
     """
-    order = np.argsort(columns[transform["time"]], kind="stable")
-    values = np.asarray(columns[transform["value"]], "float32")[order]
+    time, series, horizon = transform["time"], transform.get("series"), transform["horizon"]
+    times = np.asarray(columns[time])
+    keys = np.asarray(columns[series]).astype(str) if series else np.zeros(len(times), "U1")
+    order = np.lexsort((times, keys))
+    keys = keys[order]
+    values = np.asarray(columns[transform["value"]], "float64")[order]
     inputs = np.asarray(columns[WINDOW], "float32").reshape(len(values), -1)[order]
-    horizon = transform["horizon"]
+    windowed = transform.get("scaling") == "window"
+    if windowed:
+        scale = np.asarray(columns[SCALE], "float64")[order]
+        base = np.asarray(columns[BASE], "float64").reshape(len(values), horizon)[order]
     origins = [
         i for i in range(len(values) - horizon + 1)
-        if not np.isnan(inputs[i]).any() and not np.isnan(values[i : i + horizon]).any()
+        if keys[i] == keys[i + horizon - 1]
+        and not np.isnan(inputs[i]).any() and not np.isnan(values[i : i + horizon]).any()
     ]
     if not origins:
         raise ValueError(
@@ -200,17 +259,24 @@ def windows(columns: dict[str, np.ndarray], transform: dict[str, Any]) -> tuple[
         )
     x = inputs[origins][..., None]
     y = np.stack([values[i : i + horizon] for i in origins])
-    return x, y
+    if windowed:
+        y = (y - base[origins]) / scale[origins][:, None]
+    return x, y.astype("float32")
 
 
 def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
     """Raw history (series units) → difference, scale → `network` → unscale, undifference → forecasts."""
     import keras
 
-    from tasks.layers import SeasonalDifference, SeasonalUndifference
+    from tasks.layers import SeasonalDifference, SeasonalUndifference, WindowScale, WindowUnscale
 
     length = transform["history_length"]
     history = keras.Input(shape=(length,), name=HISTORY, dtype="float32")
+    if transform.get("scaling") == "window":
+        x = WindowScale(transform["window"], transform["seasonality"], name="window_scale")(history)
+        y = WindowUnscale(transform["seasonality"], transform["seasonal_difference"], name="window_unscale")(
+            [network(x), history])
+        return keras.Model(history, y, name=f"serving_{network.name}")
     x = keras.layers.Reshape((length, 1), name="steps")(history)
     if transform["seasonal_difference"]:
         x = SeasonalDifference(transform["seasonality"], name="seasonal_difference")(x)
@@ -237,51 +303,113 @@ def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
     return np.stack(rows).astype("float32") if rows else np.zeros((0, length), "float32")
 
 
-def error_metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
-    """RMSE and MAE in the series' units, MAPE in percent."""
-    from sklearn.metrics import mean_absolute_error, mean_absolute_percentage_error, root_mean_squared_error
-
-    return {
-        "rmse": float(root_mean_squared_error(actual, forecast)),
-        "mae": float(mean_absolute_error(actual, forecast)),
-        "mape": float(100 * mean_absolute_percentage_error(actual, forecast)),
-    }
-
-
-def seasonal_naive(series: np.ndarray, origin: int, horizon: int, season: int) -> np.ndarray:
-    """The last season before `origin` repeated: `ŷ[origin + k] = y[origin + k - season·(k // season + 1)]`."""
-    if origin < season:
-        raise ValueError(f"Seasonal naive needs {season} values before the forecast origin; there are {origin}.")
-    k = np.arange(horizon)
-    return np.asarray(series, "float64")[origin + k - season * (k // season + 1)]
-
-
-def save_forecast_plot(times, series, start: int, forecast, naive, path: Path, title: str) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.plot(times[: start + 1], series[: start + 1], color="0.45", label="history (train + eval)")
-    ax.plot(times[start:], series[start:], color="black", marker=".", label="actual (test)")
-    ax.plot(times[start:], forecast, color="tab:blue", marker="o", markersize=3, label="forecast")
-    ax.plot(times[start:], naive, color="tab:orange", linestyle="--", label="seasonal naive")
-    ax.axvline(times[start], color="0.7", linewidth=1)
-    ax.set_title(title)
-    ax.legend(loc="upper left")
+    return plt
+
+
+def save_backtest_plots(results: dict, times: dict, path: Path, title: str) -> Path:
+    """One panel per series: its recent past, the test period, and the model's, seasonal naive's and AutoETS's
+    forecasts from every `horizon`-th origin (so the forecasts tile the test period)."""
+    plt = _pyplot()
+    count = len(results)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 3.4 * rows), squeeze=False)
+    for ax, (name, result) in zip(axes.ravel(), results.items()):
+        stamps = times[name].to_numpy()
+        first = result.origins[0]
+        shown = max(0, first - 3 * result.horizon)
+        ax.plot(stamps[shown : first + 1], result.values[shown : first + 1], color="0.45", label="history")
+        ax.plot(stamps[first:], result.values[first:], color="black", marker=".", markersize=3, label="actual")
+        for i in range(0, len(result.origins), result.horizon):
+            steps = stamps[result.origins[i] : result.origins[i] + result.horizon]
+            for forecaster, style in [("model", dict(color="tab:blue")),
+                                      ("seasonal_naive", dict(color="tab:orange", linestyle="--")),
+                                      ("auto_ets", dict(color="tab:green", linestyle=":"))]:
+                ax.plot(steps, result.forecasts[forecaster][i], **style,
+                        label={"model": "model", "seasonal_naive": "seasonal naive", "auto_ets": "AutoETS"}[forecaster]
+                        if i == 0 else None)
+        mase = result.summary("model")["mase"]
+        ax.set_title(f"{name + ': ' if name is not None else ''}MASE {mase:.2f} "
+                     f"(seasonal naive {result.summary('seasonal_naive')['mase']:.2f}, "
+                     f"AutoETS {result.summary('auto_ets')['mase']:.2f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[count:]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(loc="upper left", fontsize=7)
+    fig.suptitle(title)
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_error_by_step(runs: list, path: Path, title: str) -> Path:
+    """MASE at each horizon step, averaged over origins and series, for the model and the baselines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("model", "seasonal_naive", "naive", "drift", "auto_ets", "auto_theta"):
+        by_step = np.mean([r.by_step(name)["mase"] for r in runs], axis=0)
+        ax.plot(np.arange(1, len(by_step) + 1), by_step, marker="o" if name == "model" else None,
+                linewidth=2.5 if name == "model" else 1.2, label=name.replace("_", " "))
+    ax.set_xlabel("horizon step")
+    ax.set_ylabel("MASE")
+    ax.set_title(f"{title}: error by horizon step")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+HORIZONS = {1: 6, 4: 8, 7: 14, 12: 12, 24: 24, 52: 13}  # season → horizon, close to the M4 competition's
+MIN_TRAIN_WINDOWS = 24  # training forecasts the default settings leave before the eval and test splits
+
+# The default model for a series (what `keras-pipeline init` writes and `bench/forecasting.py` measures):
+# a multilayer perceptron on window-scaled inputs that learns the correction to seasonal naive, with MAE loss.
+DEFAULT_MODEL = {"name": "mlp", "hparams": {"num_layers": 2, "units": 64, "activation": "relu", "dropout": 0.0,
+                                            "l2": 0.0001}}
+DEFAULT_TRAINING = {"epochs": 300, "batch_size": 16, "learning_rate": 0.001, "early_stopping_patience": 30}
+
+
+def default_settings(season: int, rows: int) -> dict[str, Any] | None:
+    """Task options for a series of `rows` periods with season length `season`, from those two numbers only.
+
+    The horizon follows the frequency (monthly 12, quarterly 8, weekly 13);
+    the eval and test splits each hold `horizon` rolling origins (at least
+    3), the window is two seasons or two horizons, whichever is longer. A
+    short series gets fewer origins, then a shorter window, then a shorter
+    horizon, until `MIN_TRAIN_WINDOWS` training forecasts remain. None when
+    even the smallest settings do not fit.
+    """
+    season = max(int(season), 1)
+    horizon = HORIZONS.get(season, max(season, 4))
+    while horizon >= 1:
+        for origins in dict.fromkeys((horizon, 3) if horizon > 3 else (3,)):
+            for window in dict.fromkeys((2 * max(season, horizon), season + max(horizon, 2), season + 1)):
+                if window <= season:
+                    continue
+                periods = horizon + origins - 1
+                train = rows - 2 * periods
+                if train - window - horizon + 1 >= MIN_TRAIN_WINDOWS:
+                    return {"window": window, "horizon": horizon, "test_periods": periods, "eval_periods": periods,
+                            "seasonality": season, "seasonal_difference": season > 1, "scaling": "window",
+                            "loss": "mae"}
+        horizon //= 2
+    return None
 
 
 class Forecasting(Task):
     name = "forecasting"
     head = "forecasting"
-    primary_metric = "rmse"
-    error_metrics = frozenset({"rmse", "mae", "mape"})
+    primary_metric = "mase"
+    error_metrics = frozenset({"mase", "smape", "rmse", "mae"})
 
     @property
     def lag(self) -> int | None:
@@ -289,27 +417,37 @@ class Forecasting(Task):
 
     @property
     def history_length(self) -> int:
-        """Raw steps a forecast reads: the window, plus one season to difference it."""
+        """Raw steps a forecast reads: the window, plus one season to difference it (series scaling)."""
+        if self.options.scaling == "window":
+            return self.options.window
         return self.options.window + (self.lag or 0)
 
     # ---- ingest ---------------------------------------------------------
 
     def series(self, raw: RawData) -> pd.DataFrame:
-        """The source as a sorted, regular `(time, value, history)` frame, or an error naming what is wrong."""
+        """The source as a sorted, regular `(time, [series,] value, history)` frame, or an error naming what is wrong.
+
+        With `series_column` each series is checked and given its history on its own.
+        """
         time, value = column_name(self.options.time_column), raw.label
+        key = column_name(self.options.series_column) if self.options.series_column else None
         frame = raw.frame
-        if time not in frame.columns:
-            raise SourceError(
-                f"{raw.origin}: time column {time!r} (task.time_column) not found; columns are: "
-                f"{', '.join(frame.columns)}."
-            )
-        if time == value:
-            raise SourceError(f"{raw.origin}: task.time_column and data.label both name column {time!r}.")
-        if HISTORY in (time, value):
+        for column, option in [(time, "task.time_column"), (key, "task.series_column")]:
+            if column is not None and column not in frame.columns:
+                raise SourceError(
+                    f"{raw.origin}: {option} {column!r} not found; columns are: {', '.join(frame.columns)}."
+                )
+        if len({time, value, key} - {None}) < 2 + (key is not None):
+            raise SourceError(f"{raw.origin}: task.time_column, task.series_column and data.label must name "
+                              f"different columns; got {time!r}, {key!r} and {value!r}.")
+        if HISTORY in (time, value, key):
             raise SourceError(f"{raw.origin}: column name {HISTORY!r} is reserved for the input window.")
         times = pd.to_datetime(frame[time], errors="coerce")
         values = pd.to_numeric(frame[value], errors="coerce")
-        for name, parsed, what in [(time, times, "timestamps"), (value, values, "numbers")]:
+        checks = [(time, times, "timestamps"), (value, values, "numbers")]
+        if key is not None:
+            checks.append((key, frame[key].where(frame[key].notna(), None), "series names"))
+        for name, parsed, what in checks:
             bad = np.flatnonzero(parsed.isna().to_numpy())
             if bad.size:
                 shown = {int(i) + 1: frame[name].iloc[i] for i in bad[:10]}
@@ -318,9 +456,21 @@ class Forecasting(Task):
                     f"at row(s) counted from 1 after the header: {shown}."
                 )
         series = pd.DataFrame({time: times.to_numpy(), value: values.to_numpy("float64")})
-        series = series.sort_values(time, kind="stable").reset_index(drop=True)
-        regular_frequency(series[time], raw.origin, time)
-        series[HISTORY] = list(history_matrix(series[value].to_numpy(), self.history_length))
+        if key is None:
+            series = series.sort_values(time, kind="stable").reset_index(drop=True)
+            regular_frequency(series[time], raw.origin, time)
+            series[HISTORY] = list(history_matrix(series[value].to_numpy(), self.history_length))
+            return series
+        series.insert(1, key, frame[key].astype(str).to_numpy())
+        series = series.sort_values([key, time], kind="stable").reset_index(drop=True)
+        frequencies = {}
+        histories = []
+        for name, group in series.groupby(key, sort=False):
+            frequencies[name] = regular_frequency(group[time], f"{raw.origin} (series {name!r})", time)
+            histories.extend(history_matrix(group[value].to_numpy(), self.history_length))
+        if len(set(frequencies.values())) > 1:
+            raise SourceError(f"{raw.origin}: the series do not share one frequency: {frequencies}.")
+        series[HISTORY] = histories
         return series
 
     def read_splits(self, data, seed: int) -> tuple[RawData, dict[str, pd.DataFrame]]:
@@ -334,17 +484,26 @@ class Forecasting(Task):
         return raw, self.split_series(self.series(raw), raw.origin)
 
     def split_series(self, series: pd.DataFrame, origin: str) -> dict[str, pd.DataFrame]:
+        """Each series' last `test_periods` rows are test and the `eval_periods` before them eval."""
+        key = column_name(self.options.series_column) if self.options.series_column else None
+        groups = series.groupby(key, sort=False) if key else [(None, series)]
+        parts: dict[str, list[pd.DataFrame]] = {"train": [], "eval": [], "test": []}
         options = self.options
-        n_train = len(series) - options.test_periods - options.eval_periods
-        needed = max(self.history_length, options.seasonality) + options.horizon
-        if n_train < needed:
-            raise SourceError(
-                f"{origin}: {len(series)} periods leave {n_train} for training after "
-                f"test_periods={options.test_periods} and eval_periods={options.eval_periods}; "
-                f"one training forecast needs {needed} (history of {self.history_length}, horizon {options.horizon})."
-            )
-        n_eval = n_train + options.eval_periods
-        return {"train": series.iloc[:n_train], "eval": series.iloc[n_train:n_eval], "test": series.iloc[n_eval:]}
+        for name, group in groups:
+            n_train = len(group) - options.test_periods - options.eval_periods
+            needed = max(self.history_length, options.seasonality) + options.horizon
+            if n_train < needed:
+                raise SourceError(
+                    f"{origin}{f' (series {name!r})' if key else ''}: {len(group)} periods leave {n_train} for "
+                    f"training after test_periods={options.test_periods} and eval_periods={options.eval_periods}; "
+                    f"one training forecast needs {needed} (history of {self.history_length}, "
+                    f"horizon {options.horizon})."
+                )
+            n_eval = n_train + options.eval_periods
+            for split, rows in [("train", group.iloc[:n_train]), ("eval", group.iloc[n_train:n_eval]),
+                                ("test", group.iloc[n_eval:])]:
+                parts[split].append(rows)
+        return {split: pd.concat(frames) for split, frames in parts.items()}
 
     def schema(self, train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
         time = column_name(self.options.time_column)
@@ -353,18 +512,23 @@ class Forecasting(Task):
                      "train_start": str(train[time].iloc[0]), "train_end": str(train[time].iloc[-1])},
             "label": {"name": raw.label, "kind": "numeric"},
             "history": {"name": HISTORY, "length": self.history_length},
+            "series": ({"name": column_name(self.options.series_column), "count": int(train[column_name(
+                self.options.series_column)].nunique())} if self.options.series_column else None),
         }
 
     def to_arrow(self, frame: pd.DataFrame, schema: dict[str, Any]) -> pa.Table:
         time, value, length = schema["time"]["name"], schema["label"]["name"], schema["history"]["length"]
         history = np.stack(frame[HISTORY].to_numpy()).reshape(len(frame), length)
+        series = (schema.get("series") or {}).get("name")
+        keys = [pa.array(frame[series].astype(str).to_numpy(), pa.string())] if series else []
         return pa.Table.from_arrays(
             [
                 pa.array(frame[time].to_numpy("datetime64[ns]"), pa.timestamp("ns")),
+                *keys,
                 pa.array(frame[value].to_numpy("float64"), pa.float64()),
                 pa.FixedSizeListArray.from_arrays(pa.array(history.ravel(), pa.float64()), length),
             ],
-            names=[time, value, HISTORY],
+            names=[time, *([series] if series else []), value, HISTORY],
         )
 
     # ---- preprocess (Beam) ----------------------------------------------
@@ -388,6 +552,9 @@ class Forecasting(Task):
             "horizon": self.options.horizon,
             "seasonality": self.options.seasonality,
             "seasonal_difference": self.options.seasonal_difference,
+            "scaling": self.options.scaling,
+            "loss": self.options.loss,
+            "series": (schema.get("series") or {}).get("name"),
             "history_length": schema["history"]["length"],
             "mean": acc["mean"],
             "variance": acc["m2"] / acc["count"],
@@ -398,7 +565,9 @@ class Forecasting(Task):
         return transform_batch(batch, transform, split)
 
     def output_schema(self, schema) -> pa.Schema:
-        return output_schema(schema["time"]["name"], schema["label"]["name"], self.options.window)
+        return output_schema(schema["time"]["name"], schema["label"]["name"], self.options.window,
+                             (schema.get("series") or {}).get("name"),
+                             self.options.horizon if self.options.scaling == "window" else None)
 
     # ---- train ----------------------------------------------------------
 
@@ -409,7 +578,7 @@ class Forecasting(Task):
         return windows(columns, transform)
 
     def compile_args(self, transform):
-        return {"loss": "mse", "metrics": ["mae"]}
+        return {"loss": transform.get("loss", "mse"), "metrics": ["mae"]}
 
     example_rows = None
 
@@ -431,50 +600,53 @@ class Forecasting(Task):
     # ---- evaluate -------------------------------------------------------
 
     def evaluate(self, predictor, test: pd.DataFrame, ingest_dir: Path, output: Path, config) -> Evaluation:
-        """Forecasts the test period from the window before it, `horizon` steps per origin."""
+        """A rolling-origin backtest over each series' test split, the baselines forecasting from the same origins.
+
+        The headline is the model's mean over origins (and over series) of
+        MASE, sMAPE, RMSE and MAE; the baseline the blessing requires beating
+        is seasonal naive; naive, drift, AutoETS and AutoTheta are references.
+        """
         from components.artifact_io import read_frame
+        from tasks import backtest
 
         transform = predictor.transform
-        time, value, horizon = transform["time"], transform["value"], transform["horizon"]
-        season = transform["seasonality"]
-        past = [read_frame(ingest_dir / split) for split in ("train", "eval")]
-        series = pd.concat([*past, test]).sort_values(time, kind="stable").reset_index(drop=True)
-        start = len(series) - len(test)
-        test = series.iloc[start:]
-        starts = list(range(0, len(test), horizon))  # one origin per horizon, so every test step is forecast once
-        forecast = predictor.outputs(test.iloc[starts]).reshape(-1)[: len(test)]
-
-        values = series[value].to_numpy("float64")
-        actual = values[start:]
-        naive = np.concatenate([seasonal_naive(values, start + s, horizon, season) for s in starts])[: len(test)]
-        persistence = np.concatenate([np.full(horizon, values[start + s - 1]) for s in starts])[: len(test)]
-        train_values = past[0].sort_values(time)[value].to_numpy("float64")
-        drift = naive + (train_values[season:] - train_values[:-season]).mean()
-
-        headline = error_metrics(actual, forecast)
-        baseline = error_metrics(actual, naive)
-        times = series[time]
-        plot = save_forecast_plot(
-            times.to_numpy(), values, start, forecast, naive, output / "forecast.png",
-            f"{config.model.name} on {config.name}: test RMSE {headline['rmse']:.1f} "
-            f"(seasonal naive {baseline['rmse']:.1f})",
-        )
-        table = pd.DataFrame({
-            "time": times.iloc[start:].astype(str).to_numpy(), "actual": actual, "forecast": forecast,
-            "seasonal_naive": naive, "persistence": persistence,
-        })
-        return Evaluation(
-            headline=headline,
-            baseline=baseline,
-            details={
-                "baseline_name": f"seasonal naive (season {season})",
-                "persistence": error_metrics(actual, persistence),
-                "seasonal_naive_with_drift": error_metrics(actual, drift),
-                "forecast_origins": [str(times.iloc[start + s]) for s in starts],
-                "forecast": table.to_dict(orient="records"),
-            },
-            plots=[plot],
-        )
+        time, value, horizon, season = transform["time"], transform["value"], transform["horizon"], \
+            transform["seasonality"]
+        key = transform.get("series")
+        whole = pd.concat([read_frame(ingest_dir / "train"), read_frame(ingest_dir / "eval"), test])
+        groups = list(whole.groupby(key, sort=True)) if key else [(None, whole)]
+        test_rows = test[key].astype(str).value_counts().to_dict() if key else {None: len(test)}
+        results: dict[Any, backtest.Backtest] = {}
+        times: dict[Any, pd.Series] = {}
+        for name, frame in groups:
+            frame = frame.sort_values(time, kind="stable").reset_index(drop=True)
+            start = len(frame) - test_rows[name]
+            origins = backtest.forecast_origins(start, len(frame), horizon, self.options.backtest_origins)
+            result = backtest.run_baselines(frame[value].to_numpy("float64"), origins, horizon, season)
+            result.forecasts["model"] = np.asarray(predictor.outputs(frame.iloc[origins]), "float64")
+            results[name], times[name] = result, frame[time]
+        runs = list(results.values())
+        headline = backtest.pooled(runs, "model")
+        references = {n: backtest.pooled(runs, n) for n in backtest.BASELINES if n != "seasonal_naive"}
+        label = f"{config.model.name} on {config.name}"
+        plots = [save_backtest_plots(results, times, output / "forecast.png", label),
+                 save_error_by_step(runs, output / "error_by_step.png", label)]
+        details = {
+            "baseline_name": f"seasonal naive (season {season})",
+            "backtest": {"origins_per_series": {str(k): len(r.origins) for k, r in results.items()},
+                         "horizon": horizon, "metrics": list(backtest.METRICS)},
+            "gap_to_auto_ets": {m: headline[m] - references["auto_ets"][m] for m in backtest.METRICS},
+            "error_by_step": {n: np.mean([r.by_step(n)["mase"] for r in runs], axis=0).tolist()
+                              for n in ("model", "seasonal_naive", "auto_ets")},
+            "per_origin": {str(k): [{"origin": str(times[k].iloc[o]), **{n: r.per_origin(n)[i] for n in
+                                                                       ("model", "seasonal_naive", "auto_ets")}}
+                                    for i, o in enumerate(r.origins)] for k, r in results.items()},
+        }
+        if key:
+            details["per_series"] = {str(k): {n: r.summary(n) for n in ("model", *backtest.BASELINES)}
+                                     for k, r in results.items()}
+        return Evaluation(headline=headline, baseline=backtest.pooled(runs, "seasonal_naive"), details=details,
+                          plots=plots, references=references)
 
 
 TASK = Forecasting

@@ -197,3 +197,72 @@ class Destandardize(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "variance": self.variance}
+
+
+def _level_and_scale(history, season: int):
+    """`tasks.forecasting.level_and_scale` in Keras ops: each row's last value and mean absolute seasonal difference."""
+    lag = season if history.shape[-1] > season else 1
+    scale = ops.mean(ops.abs(history[:, lag:] - history[:, :-lag]), axis=-1, keepdims=True)
+    floor = 1e-6 * ops.maximum(ops.mean(ops.abs(history), axis=-1, keepdims=True), 1.0)
+    return history[:, -1:], ops.maximum(scale, floor)
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class WindowScale(keras.layers.Layer):
+    """Raw history `[rows, length]` → its last `window` values as `(y - level) / scale`, `[rows, window, 1]`.
+
+    The level is the row's last value and the scale its mean absolute
+    seasonal difference, as the Beam transform computes them.
+
+    Args:
+        window: steps the network reads.
+        season: the season length of the scale's differences.
+    """
+
+    def __init__(self, window: int, season: int, **kwargs):
+        super().__init__(**kwargs)
+        self.window, self.season = int(window), int(season)
+
+    def call(self, history):
+        level, scale = _level_and_scale(history, self.season)
+        return ops.expand_dims((history[:, -self.window :] - level) / scale, -1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.window, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "window": self.window, "season": self.season}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
+class WindowUnscale(keras.layers.Layer):
+    """Network outputs and the raw history → forecasts: `base + output · scale`.
+
+    The base is the last season of the history repeated (`seasonal`) or its
+    last value, so a network that outputs 0 forecasts seasonal naive or naive.
+
+    Args:
+        season: the season length.
+        seasonal: whether the base is the last season (else the last value).
+    """
+
+    def __init__(self, season: int, seasonal: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.season, self.seasonal = int(season), bool(seasonal)
+
+    def call(self, inputs):
+        outputs, history = inputs
+        horizon = outputs.shape[-1]
+        level, scale = _level_and_scale(history, self.season)
+        if self.seasonal:
+            last = history[:, -self.season :]
+            base = ops.concatenate([last] * -(-horizon // self.season), axis=-1)[:, :horizon]
+        else:
+            base = ops.repeat(level, horizon, axis=-1)
+        return base + outputs * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "season": self.season, "seasonal": self.seasonal}
