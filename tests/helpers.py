@@ -128,8 +128,11 @@ def postgres_server(database: str = "mlflow", timeout: float = 60) -> Iterator[s
         shutil.chown(directory, "postgres", "postgres")
     data, log, port = directory / "data", directory / "postgres.log", free_port()
     binaries = postgres_bin_dir()
-    subprocess.run([binaries / "initdb", "--pgdata", data, "--username", "postgres", "--auth", "trust",
-                    "--encoding", "UTF8", "--no-sync"], check=True, capture_output=True, **as_user)
+    initdb = subprocess.run([binaries / "initdb", "--pgdata", data, "--username", "postgres", "--auth", "trust",
+                             "--encoding", "UTF8", "--no-sync"], capture_output=True, text=True, **as_user)
+    if initdb.returncode:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"initdb failed: {initdb.stderr[-2000:]}")
     process = subprocess.Popen(
         [binaries / "postgres", "-D", data, "-h", "127.0.0.1", "-p", str(port), "-k", directory,
          "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
