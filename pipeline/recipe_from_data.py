@@ -31,9 +31,9 @@ import yaml
 
 from data.sources import SourceError, column_name
 from pipeline.config import PROJECT_ROOT, ConfigError, CsvOptions, allowed_roots, recipe_base
+from tasks.forecasting import DEFAULT_MODEL, DEFAULT_TRAINING, MIN_TRAIN_WINDOWS, default_settings
 
 MAX_CLASSES = 20  # an integer label with at most this many values is a class label
-MIN_TRAIN_FORECASTS = 24  # training forecasts a series must leave after the eval and test periods
 FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 # Files the project reads but `init` does not infer a recipe for: the shipped recipe to copy instead.
 OTHER_SHAPES = {
@@ -46,13 +46,11 @@ OTHER_SHAPES = {
              "pipeline/recipes/mr_lstm.yaml",
 }
 
-# The multilayer perceptron of penguins_mlp.yaml (tabular) and the Transformer encoder of
-# airline_series_transformer.yaml, the lowest test RMSE of the airline recipes in docs/results.md.
+# The multilayer perceptron of penguins_mlp.yaml (tabular), and the forecasting model that
+# bench/forecasting.py measures on the benchmark series (tasks.forecasting.DEFAULT_MODEL).
 TABULAR_MODEL = {"name": "mlp", "hparams": {"num_layers": 2, "units": 32, "activation": "relu", "dropout": 0.1,
                                             "l2": 0.0001}}
-FORECASTING_MODEL = {"name": "series_transformer",
-                     "hparams": {"d_model": 32, "num_heads": 4, "ff_dim": 64, "num_layers": 2, "dropout": 0.1,
-                                 "pooling": "flatten"}}
+FORECASTING_MODEL = DEFAULT_MODEL
 
 # A series' step → (what it is called, season length); the nearest step (in log scale) wins.
 PERIODS = [
@@ -191,31 +189,10 @@ def _period(times: pd.Series) -> tuple[str, int]:
     return name, season
 
 
-def _forecast_shape(rows: int, season: int) -> dict[str, int | bool] | None:
-    """Window, horizon and differencing that leave `MIN_TRAIN_FORECASTS` training forecasts, largest first.
-
-    The horizon is one season (one step for a series without one) and the
-    window two; a short series gets a shorter window, then no seasonal
-    differencing, then shorter horizons. The eval and test splits hold one
-    horizon each.
-    """
-    horizon = max(season, 1)
-    while horizon >= 1:
-        for window in dict.fromkeys((2 * max(season, horizon, 2), max(season, horizon, 2), max(horizon, 2))):
-            for difference in ((True, False) if season > 1 else (False,)):
-                history = window + (season if difference else 0)
-                train = rows - 2 * horizon
-                if train - history - horizon + 1 >= MIN_TRAIN_FORECASTS and train >= max(history, season) + horizon:
-                    return {"window": window, "horizon": horizon, "test_periods": horizon, "eval_periods": horizon,
-                            "seasonality": max(season, 1), "seasonal_difference": difference}
-        horizon //= 2
-    return None
-
-
 def _training(train_rows: int, forecasting: bool) -> dict[str, Any]:
     """Batch size near the square root of the train rows, and epochs for a similar number of steps."""
-    if forecasting:  # as the airline recipes train
-        return {"epochs": 300, "batch_size": 16, "learning_rate": 0.001, "early_stopping_patience": 30}
+    if forecasting:
+        return dict(DEFAULT_TRAINING)
     batch = int(min(1024, max(16, 2 ** round(math.log2(max(train_rows, 1) ** 0.5)))))
     steps = max(1, math.ceil(train_rows / batch))
     epochs = int(min(150, max(20, round(20000 / steps))))
@@ -349,13 +326,14 @@ def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, tim
         raise ConfigError(f"{source}: time column {time!r} follows no regular frequency (a missing or extra "
                           "period?); a series needs one row per period.")
     period, season = _period(times)
-    shape = _forecast_shape(len(frame), season)
+    shape = default_settings(season, len(frame))
     if shape is None:
         raise ConfigError(f"{source}: {len(frame)} {period} periods are too few to train a forecaster and test it: "
-                          f"at least {MIN_TRAIN_FORECASTS + 5} are needed.")
+                          f"at least {MIN_TRAIN_WINDOWS + 10} are needed.")
     notes.append(f"{period} series: seasonality {shape['seasonality']}, the model reads "
-                 f"{shape['window']} periods and forecasts {shape['horizon']}; the last {shape['horizon']} periods "
-                 "are the test split and the ones before them the eval split.")
+                 f"{shape['window']} periods and forecasts {shape['horizon']}; the last {shape['test_periods']} "
+                 f"periods are the test split ({shape['test_periods'] - shape['horizon'] + 1} rolling forecast "
+                 "origins) and as many before them the eval split.")
     return {"type": "forecasting", "time_column": keys[time], **shape}
 
 
@@ -408,11 +386,12 @@ TASK_COMMENTS = {
                               "in vocabularies (categorical lists the text ones); missing values are filled.",
     "tabular_regression": "Tabular regression: numbers are z-scored, text and boolean columns looked up in "
                           "vocabularies; the label is scaled for training and predicted in its own units.",
-    "forecasting": "Forecasting one series: split by time; the model reads `window` periods and forecasts "
-                   "`horizon`, learning on seasonal differences when `seasonal_difference` is set.",
+    "forecasting": "Forecasting one series: split by time; the model reads `window` periods, each window scaled "
+                   "by its own last value and mean seasonal change, and forecasts `horizon` as a correction to "
+                   "seasonal naive; judged by MASE over rolling origins of the test split.",
 }
 BASELINES = {"tabular_classification": "the majority class", "tabular_regression": "the train mean",
-             "forecasting": "the persistence and seasonal-naive forecasts"}
+             "forecasting": "seasonal naive on MASE (naive, drift, AutoETS and AutoTheta reported beside it)"}
 
 
 def _yaml_line(key: str, value: Any) -> str:

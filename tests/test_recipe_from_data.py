@@ -55,6 +55,10 @@ def test_init_infers_the_task_of_every_shipped_dataset_or_refuses_it(recipe):
                                               r".*start from pipeline/recipes/\w+\.yaml"):
             infer_recipe(_source(data["source"]), data.get("label") or "label")
         return
+    if task.get("series_column"):  # many series, one row per series and period: written by hand
+        with pytest.raises(ConfigError, match=r"time column .* repeats .*; a series needs one row per period"):
+            infer_recipe(_source(data["source"]), data["label"], time_column=task["time_column"])
+        return
     inferred = infer_recipe(_source(data["source"]), data["label"])
     assert inferred.task_type == task["type"]
     assert inferred.recipe["data"]["label"] == data["label"]
@@ -96,7 +100,7 @@ def test_integer_labels_are_classes_and_many_floats_a_regression(tmp_path, iris_
 
 
 def test_a_dated_numeric_series_is_a_forecast_with_its_frequency(tmp_path):
-    """A daily series: a weekly season, a one-week horizon, and eval and test periods of one week each."""
+    """A daily series: a weekly season, a two-week horizon, and eval and test periods of 14 origins each."""
     days = pd.date_range("2024-01-01", periods=200, freq="D")
     rng = np.random.default_rng(0)
     visits = 100 + 20 * np.sin(2 * np.pi * np.arange(200) / 7) + rng.normal(0, 3, 200)
@@ -104,16 +108,17 @@ def test_a_dated_numeric_series_is_a_forecast_with_its_frequency(tmp_path):
                                                                                         index=False)
     inferred = infer_recipe(tmp_path / "v.csv", "Visits")
     task = inferred.recipe["task"]
-    assert task == {"type": "forecasting", "time_column": "day", "window": 14, "horizon": 7, "test_periods": 7,
-                    "eval_periods": 7, "seasonality": 7, "seasonal_difference": True}
-    assert inferred.recipe["model"]["name"] == "series_transformer"
+    assert task == {"type": "forecasting", "time_column": "day", "window": 28, "horizon": 14, "test_periods": 27,
+                    "eval_periods": 27, "seasonality": 7, "seasonal_difference": True, "scaling": "window",
+                    "loss": "mae"}
+    assert inferred.recipe["model"]["name"] == "mlp"
     assert [c.role for c in inferred.columns] == ["time", "label"]
 
     quarters = pd.DataFrame({"quarter": pd.date_range("2000-01-01", periods=60, freq="QS").strftime("%Y-%m-%d"),
                              "sales": np.arange(60) * 1.5})
     quarters.to_csv(tmp_path / "q.csv", index=False)
     task = infer_recipe(tmp_path / "q.csv", "sales", time_column="quarter").recipe["task"]
-    assert (task["seasonality"], task["horizon"], task["test_periods"]) == (4, 4, 4)
+    assert (task["seasonality"], task["horizon"], task["test_periods"], task["window"]) == (4, 8, 10, 5)
     with pytest.raises(ConfigError, match=r"time column 'sales' holds values that are not all dates"):
         infer_recipe(tmp_path / "q.csv", "quarter", time_column="sales")
 
