@@ -218,7 +218,7 @@ class Forecasting(Section):
     series_column: str | None = None
     window: int = Field(24, ge=1)
     horizon: int = Field(12, ge=1)
-    test_periods: int = Field(12, ge=1)
+    test_periods: int = Field(14, ge=1)
     eval_periods: int = Field(12, ge=1)
     seasonality: int = Field(12, ge=1)
     seasonal_difference: bool = False

@@ -432,10 +432,11 @@ class Forecasting(Task):
         time, value = column_name(self.options.time_column), raw.label
         key = column_name(self.options.series_column) if self.options.series_column else None
         frame = raw.frame
-        for column, option in [(time, "task.time_column"), (key, "task.series_column")]:
+        for column, what in [(time, "time"), (key, "series")]:
             if column is not None and column not in frame.columns:
                 raise SourceError(
-                    f"{raw.origin}: {option} {column!r} not found; columns are: {', '.join(frame.columns)}."
+                    f"{raw.origin}: {what} column {column!r} (task.{what}_column) not found; columns are: "
+                    f"{', '.join(frame.columns)}."
                 )
         if len({time, value, key} - {None}) < 2 + (key is not None):
             raise SourceError(f"{raw.origin}: task.time_column, task.series_column and data.label must name "

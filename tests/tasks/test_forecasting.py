@@ -19,9 +19,7 @@ from tasks.forecasting import (
     Forecasting,
     MomentsFn,
     build_serving_model,
-    error_metrics,
     raw_inputs,
-    seasonal_naive,
     windows,
 )
 from tasks.layers import SeasonalUndifference
@@ -32,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AIRLINE = ROOT / "data" / "airline_passengers" / "airline-passengers.csv"
 SEASON, WINDOW_STEPS, HORIZON = 12, 24, 12
 HISTORY_STEPS = WINDOW_STEPS + SEASON
+N_TRAIN, N_EVAL = 98, 23  # the airline recipes: 23 test months (12 rolling origins), 23 eval months
 
 
 def airline_values() -> np.ndarray:
@@ -40,7 +39,7 @@ def airline_values() -> np.ndarray:
 
 def task(**options) -> Forecasting:
     defaults = dict(type="forecasting", time_column="Month", window=WINDOW_STEPS, horizon=HORIZON,
-                    seasonality=SEASON, seasonal_difference=True)
+                    seasonality=SEASON, seasonal_difference=True, test_periods=23, eval_periods=23)
     return Forecasting(Options(**{**defaults, **options}))
 
 
@@ -82,13 +81,13 @@ def test_splits_by_time_with_each_rows_history(tmp_path):
     shuffled.write_text("\n".join([lines[0], *rows]) + "\n")
 
     _, splits = read_splits(shuffled)
-    assert [len(splits[s]) for s in ("train", "eval", "test")] == [120, 12, 12]
-    assert str(splits["train"]["month"].iloc[-1].date()) == "1958-12-01"
-    assert str(splits["test"]["month"].iloc[0].date()) == "1960-01-01"
+    assert [len(splits[s]) for s in ("train", "eval", "test")] == [N_TRAIN, 23, 23]
+    assert str(splits["train"]["month"].iloc[-1].date()) == "1957-02-01"
+    assert str(splits["test"]["month"].iloc[0].date()) == "1959-02-01"
     y = airline_values()
-    np.testing.assert_array_equal(splits["test"]["passengers"], y[-12:])
+    np.testing.assert_array_equal(splits["test"]["passengers"], y[-23:])
     first_test = np.asarray(splits["test"][HISTORY].iloc[0])
-    np.testing.assert_array_equal(first_test, y[132 - HISTORY_STEPS : 132])
+    np.testing.assert_array_equal(first_test, y[121 - HISTORY_STEPS : 121])
     assert np.isnan(splits["train"][HISTORY].iloc[0]).all() and not np.isnan(splits["train"][HISTORY].iloc[36]).any()
 
 
@@ -123,6 +122,10 @@ def test_bad_values_and_options_are_errors_naming_them(tmp_path):
         task().read_splits(DataConfig(source=str(AIRLINE), test_source=str(AIRLINE), label="Passengers"), 0)
     with pytest.raises(ValidationError, match="eval_periods=6 is shorter than horizon=12"):
         Options(type="forecasting", time_column="month", eval_periods=6)
+    with pytest.raises(ValidationError, match="test_periods=12 with horizon=12 holds 1 forecast origin.*at least 14"):
+        Options(type="forecasting", time_column="month", test_periods=12)
+    with pytest.raises(ValidationError, match="series_column needs scaling: window"):
+        Options(type="forecasting", time_column="month", series_column="store")
 
 
 # ---- preprocess ----------------------------------------------------------
@@ -131,12 +134,12 @@ def test_bad_values_and_options_are_errors_naming_them(tmp_path):
 def test_scaling_is_fit_on_the_train_period_only(airline_artifacts):
     transform = load_transform(airline_artifacts)
     y = airline_values()
-    train_differences = y[SEASON:120] - y[: 120 - SEASON]
+    train_differences = y[SEASON:N_TRAIN] - y[: N_TRAIN - SEASON]
     assert transform["mean"] == pytest.approx(train_differences.mean(), rel=1e-12)
     assert transform["variance"] == pytest.approx(train_differences.var(), rel=1e-12)
     everything = y[SEASON:] - y[:-SEASON]
     assert abs(transform["mean"] - everything.mean()) > 1.0  # eval and test grow faster
-    assert transform["num_train_rows"] == 120 and transform["history_length"] == HISTORY_STEPS
+    assert transform["num_train_rows"] == N_TRAIN and transform["history_length"] == HISTORY_STEPS
 
 
 def test_analyzer_merges_batches_exactly(airline_artifacts):
@@ -144,12 +147,12 @@ def test_analyzer_merges_batches_exactly(airline_artifacts):
     for lag in (None, SEASON):
         fn = MomentsFn("passengers", HISTORY_STEPS, lag)
         whole = fn.add_input(fn.create_accumulator(), table)
-        parts = [fn.add_input(fn.create_accumulator(), table.slice(i, 17)) for i in range(0, 120, 17)]
+        parts = [fn.add_input(fn.create_accumulator(), table.slice(i, 17)) for i in range(0, N_TRAIN, 17)]
         merged = fn.merge_accumulators(parts[::-1])
-        y = airline_values()[:120]
+        y = airline_values()[:N_TRAIN]
         expected = y if lag is None else y[lag:] - y[:-lag]
         for acc in (whole, merged):
-            assert acc["rows"] == 120 and acc["count"] == expected.size
+            assert acc["rows"] == N_TRAIN and acc["count"] == expected.size
             assert acc["mean"] == pytest.approx(expected.mean(), rel=1e-12)
             assert acc["m2"] / acc["count"] == pytest.approx(expected.var(), rel=1e-10)
 
@@ -160,13 +163,13 @@ def test_windows_of_every_split_start_in_the_periods_before_it(airline_artifacts
     splits = {s: windows(read_columns(airline_artifacts / "preprocess" / "transformed" / s), transform)
               for s in ("train", "eval", "test")}
     x, y = splits["train"]
-    assert x.shape == (120 - HISTORY_STEPS - HORIZON + 1, WINDOW_STEPS, 1) and y.shape == (x.shape[0], HORIZON)
-    for j, t in [(0, HISTORY_STEPS), (len(x) - 1, 120 - HORIZON)]:  # first and last origin
+    assert x.shape == (N_TRAIN - HISTORY_STEPS - HORIZON + 1, WINDOW_STEPS, 1) and y.shape == (x.shape[0], HORIZON)
+    for j, t in [(0, HISTORY_STEPS), (len(x) - 1, N_TRAIN - HORIZON)]:  # first and last origin
         np.testing.assert_allclose(x[j, :, 0], z[t - WINDOW_STEPS : t], atol=1e-6)
         np.testing.assert_allclose(y[j], z[t : t + HORIZON], atol=1e-6)
-    for split, t in [("eval", 120), ("test", 132)]:  # one origin each, its window in the split before
+    for split, t in [("eval", N_TRAIN), ("test", N_TRAIN + N_EVAL)]:  # the first window in the split before
         x, y = splits[split]
-        assert x.shape == (1, WINDOW_STEPS, 1)
+        assert x.shape == (23 - HORIZON + 1, WINDOW_STEPS, 1)
         np.testing.assert_allclose(x[0, :, 0], z[t - WINDOW_STEPS : t], atol=1e-6)
         np.testing.assert_allclose(y[0], z[t : t + HORIZON], atol=1e-6)
 
@@ -205,12 +208,13 @@ def test_exported_preprocessing_matches_beam(airline_artifacts, tmp_path):
     x, y = windows(read_columns(airline_artifacts / "preprocess" / "transformed" / "eval"), transform)
     z_in, history = keras.Input((HORIZON,)), keras.Input((HISTORY_STEPS,))
     unscale = serving.get_layer("seasonal_undifference")([serving.get_layer("unscale")(z_in), history])
-    targets = keras.Model([z_in, history], unscale).predict([y, raw_inputs(eval_raw.head(1), transform)], verbose=0)
-    np.testing.assert_allclose(targets[0], eval_raw["passengers"], atol=1e-3)
+    targets = keras.Model([z_in, history], unscale).predict([y[:1], raw_inputs(eval_raw.head(1), transform)],
+                                                            verbose=0)
+    np.testing.assert_allclose(targets[0], eval_raw["passengers"].head(HORIZON), atol=1e-3)
 
     # With the fixed network the forecast is last season's change added to last season: numpy agrees.
     forecast = serving.predict(raw_inputs(eval_raw.head(1), transform), verbose=0)[0]
-    past = airline_values()[:120]
+    past = airline_values()[:N_TRAIN]
     np.testing.assert_allclose(forecast, 2 * past[-12:] - past[-24:-12], atol=1e-3)
 
 
@@ -239,17 +243,9 @@ def test_raw_inputs_reject_short_or_missing_history(airline_artifacts):
 # ---- evaluate ------------------------------------------------------------
 
 
-def test_seasonal_naive_on_the_last_twelve_months_has_rmse_50_7():
-    y = airline_values()
-    naive = seasonal_naive(y, 132, HORIZON, SEASON)
-    np.testing.assert_array_equal(naive, y[120:132])
-    assert error_metrics(y[132:], naive)["rmse"] == pytest.approx(50.7083, abs=1e-4)
-    np.testing.assert_array_equal(seasonal_naive(y, 132, 15, SEASON)[12:], y[120:123])  # the season repeats
-
-
 @pytest.mark.slow
 def test_end_to_end_forecast_beats_the_baselines(airline_artifacts):
-    """A small GRU trained briefly beats seasonal naive, and seasonal naive with the train drift."""
+    """A small GRU trained briefly beats seasonal naive on MASE over the 12 rolling origins."""
     root = airline_artifacts
     config = config_for("airline_lstm", **{
         "model.name": "gru", "model.hparams": {"units": 16}, "train.epochs": 20, "train.learning_rate": 0.01,
@@ -258,15 +254,17 @@ def test_end_to_end_forecast_beats_the_baselines(airline_artifacts):
     trained = run_train(config, inputs, root / "train")
     summary = run_component("evaluate", config, {**inputs, "train": root / "train"}, root / "evaluate")
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
-    assert metrics["baseline"]["rmse"] == pytest.approx(50.7083, abs=1e-4)  # seasonal naive
-    assert metrics["persistence"]["rmse"] > 100
+    origins = metrics["per_origin"]["None"]
+    assert len(origins) == 12 and origins[0]["origin"] == "1959-02-01 00:00:00"
     test = metrics["test"]
-    assert test["rmse"] < 0.5 * metrics["baseline"]["rmse"], test
-    assert test["rmse"] < metrics["seasonal_naive_with_drift"]["rmse"], metrics
+    assert test["mase"] < metrics["baseline"]["mase"], metrics
+    assert test["mase"] == pytest.approx(np.mean([o["model"]["mase"] for o in origins]))
+    assert metrics["references"]["naive"]["mase"] > metrics["baseline"]["mase"]  # the airline series is seasonal
     assert summary["blessed"] and (root / "evaluate" / "forecast.png").stat().st_size > 10_000
-    assert len(metrics["forecast"]) == 12 and metrics["forecast_origins"] == ["1960-01-01 00:00:00"]
 
     predictor = Predictor(root / "train" / "serving.keras", root / "train" / "transform.json")
     served = predictor.predict(read_frame(root / "ingest" / "test").head(1))
     assert list(served.columns) == [f"forecast_{k}" for k in range(1, 13)]
-    np.testing.assert_allclose(served.iloc[0], [row["forecast"] for row in metrics["forecast"]], rtol=1e-6)
+    actual = airline_values()[N_TRAIN + N_EVAL : N_TRAIN + N_EVAL + HORIZON]
+    first = np.abs(served.iloc[0].to_numpy() - actual).mean()
+    assert first == pytest.approx(origins[0]["model"]["mae"], rel=1e-5)
