@@ -1,7 +1,8 @@
 """The preprocess component's Beam full pass against pandas doing the same work in one process.
 
-    python -m bench.preprocess_throughput                       # 2M rows, 1 and 2 workers
+    python -m bench.preprocess_throughput                       # 2M rows, 1 and 2 workers, Dask with 2
     python -m bench.preprocess_throughput --rows 500000 1000000 2000000
+    python -m bench.preprocess_throughput --rows 2000000 8000000 --workers 1 --dask-workers 2
 
 For each size, on a generated dataset (`bench/tabular_data.py`: 10 numeric,
 3 categorical columns, the layout ingest writes):
@@ -11,19 +12,31 @@ For each size, on a generated dataset (`bench/tabular_data.py`: 10 numeric,
   the same statistics as a Beam combiner on train, the transform of every
   split, the Parquet write, on the DirectRunner (`direct_num_workers=N`);
   for N > 1 once with worker processes (`multi_processing`) and once with
-  worker threads in the runner's process (`multi_threading`).
+  worker threads in the runner's process (`multi_threading`);
+- **beam on dask, N worker processes**: the same component on Beam's
+  DaskRunner, against a local dask.distributed cluster (`dask scheduler`
+  and N single-threaded `dask worker` processes on 127.0.0.1) started once
+  for the whole benchmark (`--dask-workers N`, 0 for none). Its fixed cost
+  is measured apart and printed first: the seconds until every worker has
+  registered, and a first job (the component on 1,000 rows) on the fresh
+  workers, which import Beam, pyarrow and the task there.
 
 Each measurement runs in a fresh process (imports not timed) and reports
 wall seconds, rows per second over all splits, speed relative to pandas
 and peak resident memory (the process and, for worker processes, the
-largest of them; `bench/peak_memory.py`). Both outputs are checked to be
-equal before the table is printed.
+largest of them; `bench/peak_memory.py`; for Dask, the largest worker's
+high-water mark since the cluster started). Every output is checked to be
+equal to pandas's before its row is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,7 +93,52 @@ def beam_preprocess(examples: Path, output: Path, workers: int, mode: str, recip
         return time.perf_counter() - start
 
 
-def measure(kind: str, examples: Path, output: Path, workers: int, mode: str) -> None:
+class DaskCluster:
+    """`dask scheduler` and `workers` single-threaded `dask worker` processes on 127.0.0.1, for the benchmark's life."""
+
+    def __init__(self, workers: int, directory: Path):
+        from components.tuning_cluster import free_port
+
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        dask = Path(sys.executable).with_name("dask")
+        port = self.address.rsplit(":", 1)[1]
+        self.commands = [[str(dask), "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"]] + [
+            [str(dask), "worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--local-directory", str(directory / f"worker-{i}")] for i in range(workers)]
+        self.directory, self.processes, self.startup_seconds = directory, [], 0.0
+
+    def __enter__(self) -> DaskCluster:
+        from distributed import Client
+
+        start = time.perf_counter()
+        try:
+            for i, command in enumerate(self.commands):
+                self.processes.append(subprocess.Popen(
+                    command, stdout=open(self.directory / f"{i}.log", "w"), stderr=subprocess.STDOUT,
+                    start_new_session=True))
+            with Client(self.address, timeout=60) as client:
+                client.wait_for_workers(len(self.commands) - 1, timeout=120)
+        except BaseException:
+            self.__exit__()
+            raise
+        self.startup_seconds = time.perf_counter() - start
+        return self
+
+    def worker_peak_mib(self) -> float:
+        return max(high_water_mib(p.pid) for p in self.processes[1:])
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def measure(kind: str, examples: Path, output: Path, workers: int, mode: str, dask: str | None) -> None:
     """One measurement in this process; prints a JSON line."""
     with ChildrenPeak() as children:
         if kind == "pandas":
@@ -88,13 +146,18 @@ def measure(kind: str, examples: Path, output: Path, workers: int, mode: str) ->
             pandas_preprocess(examples, output)
             seconds = time.perf_counter() - start
         else:
-            seconds = beam_preprocess(examples, output, workers, mode, settings={"data.label": LABEL})
+            settings = {"data.label": LABEL}
+            if dask:
+                settings |= {"preprocess.runner": "DaskRunner", "preprocess.beam_args": [f"--dask_client_address={dask}"]}
+            seconds = beam_preprocess(examples, output, workers, mode, settings=settings)
     print(json.dumps({"seconds": seconds, "peak_rss_mib": high_water_mib(), "worker_peak_rss_mib": children.mib}))
 
 
-def run_measurement(kind: str, examples: Path, output: Path, workers: int = 1, mode: str = "in_memory") -> dict:
+def run_measurement(kind: str, examples: Path, output: Path, workers: int = 1, mode: str = "in_memory",
+                    dask: str | None = None) -> dict:
     command = [sys.executable, "-m", "bench.preprocess_throughput", "--measure", kind,
-               "--examples", str(examples), "--output", str(output), "--workers", str(workers), "--mode", mode]
+               "--examples", str(examples), "--output", str(output), "--workers", str(workers), "--mode", mode,
+               *(["--dask", dask] if dask else [])]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{kind} failed:\n{result.stderr[-3000:]}")
@@ -122,37 +185,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[2_000_000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dask-workers", type=int, default=2, help="worker processes of the Dask cluster (0: none)")
     parser.add_argument("--measure", choices=["pandas", "beam"], help=argparse.SUPPRESS)
+    parser.add_argument("--dask", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="in_memory", help=argparse.SUPPRESS)
     parser.add_argument("--examples", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        measure(args.measure, args.examples, args.output, args.workers[0], args.mode)
+        measure(args.measure, args.examples, args.output, args.workers[0], args.mode, args.dask)
         return
 
-    print("| rows | preprocessing | seconds | rows/s | × pandas | peak RSS MiB (largest worker) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
-    for rows in args.rows:
-        with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as work:
-            work = Path(work)
-            examples = generate(rows, work / "examples")
-            reference = run_measurement("pandas", examples, work / "pandas")
+    with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as work, contextlib.ExitStack() as stack:
+        work = Path(work)
+        cluster = None
+        if args.dask_workers:
+            (work / "dask").mkdir()
+            cluster = stack.enter_context(DaskCluster(args.dask_workers, work / "dask"))
+            examples = generate(1_000, work / "first-job")
+            output = work / "first-job-output" / "preprocess"
+            output.parent.mkdir()
+            first = run_measurement("beam", examples, output, dask=cluster.address)
+            print(f"Dask cluster, {args.dask_workers} workers: start-up {cluster.startup_seconds:.2f} s "
+                  f"(until every worker registered); first job {first['seconds']:.2f} s (1,000 rows)\n")
+        print("| rows | preprocessing | seconds | rows/s | × pandas | peak RSS MiB (largest worker) |")
+        print("| ---: | --- | ---: | ---: | ---: | ---: |")
+        for rows in args.rows:
+            size = work / f"rows-{rows}"
+            examples = generate(rows, size / "examples")
+            reference = run_measurement("pandas", examples, size / "pandas")
             results = [("pandas, 1 process", reference)]
             for workers in args.workers:
                 modes = {"multi_processing": f"beam, {workers} worker processes",
                          "multi_threading": f"beam, {workers} worker threads"} if workers > 1 else {
                     "in_memory": f"beam, {workers} worker"}
                 for mode, name in modes.items():
-                    output = work / f"beam-{workers}-{mode}" / "preprocess"
+                    output = size / f"beam-{workers}-{mode}" / "preprocess"
                     output.parent.mkdir()
                     results.append((name, run_measurement("beam", examples, output, workers, mode)))
-                    check_equal(work / "pandas", output)
+                    check_equal(size / "pandas", output)
+            if cluster:
+                output = size / "beam-dask" / "preprocess"
+                output.parent.mkdir()
+                result = run_measurement("beam", examples, output, dask=cluster.address)
+                check_equal(size / "pandas", output)
+                results.append((f"beam on dask, {args.dask_workers} worker processes",
+                                {**result, "worker_peak_rss_mib": cluster.worker_peak_mib()}))
             for name, result in results:
                 worker = f" ({result['worker_peak_rss_mib']:.0f})" if result["worker_peak_rss_mib"] else ""
                 print(f"| {rows:,} | {name} | {result['seconds']:.2f} | {rows / result['seconds']:,.0f} | "
                       f"{reference['seconds'] / result['seconds']:.2f} | {result['peak_rss_mib']:.0f}{worker} |",
                       flush=True)
+            shutil.rmtree(size)
 
 
 if __name__ == "__main__":
