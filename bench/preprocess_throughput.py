@@ -148,7 +148,8 @@ def measure(kind: str, examples: Path, output: Path, workers: int, mode: str, da
         else:
             settings = {"data.label": LABEL}
             if dask:
-                settings |= {"preprocess.runner": "DaskRunner", "preprocess.beam_args": [f"--dask_client_address={dask}"]}
+                settings |= {"preprocess.runner": "DaskRunner",
+                             "preprocess.beam_args": [f"--dask_client_address={dask}"]}
             seconds = beam_preprocess(examples, output, workers, mode, settings=settings)
     print(json.dumps({"seconds": seconds, "peak_rss_mib": high_water_mib(), "worker_peak_rss_mib": children.mib}))
 

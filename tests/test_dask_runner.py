@@ -166,10 +166,10 @@ def test_an_unreachable_runner_fails_at_once_naming_its_address(runner, option):
     from components.preprocess import check_reachable, pipeline_options
 
     port = free_port()  # free: nothing listens there
-    settings = config_for(**{"preprocess.runner": runner, "preprocess.beam_args": [option.format(port=port)]}).preprocess
+    config = config_for(**{"preprocess.runner": runner, "preprocess.beam_args": [option.format(port=port)]})
     start = time.perf_counter()
     with pytest.raises(RunnerUnreachableError, match=rf"preprocess.runner {runner}: nothing answers at \S*:{port} "):
-        check_reachable(pipeline_options(settings))
+        check_reachable(pipeline_options(config.preprocess))
     assert time.perf_counter() - start < 5
 
 
@@ -182,5 +182,6 @@ def test_the_cli_names_an_unreachable_scheduler_in_one_line(tmp_path, local_mlfl
                    "--set", f'preprocess.beam_args=["--dask_client_address=tcp://127.0.0.1:{port}"]'])
     stderr = capsys.readouterr().err
     error = stderr.strip().splitlines()[-1]
-    assert status == 1 and "Traceback" not in stderr and error.startswith(f"error: preprocess.runner DaskRunner: nothing answers at tcp://127.0.0.1:{port}")
+    assert status == 1 and "Traceback" not in stderr
+    assert error.startswith(f"error: preprocess.runner DaskRunner: nothing answers at tcp://127.0.0.1:{port} ")
     assert not list((tmp_path / "artifacts" / "preprocess").glob("*/manifest.json"))

@@ -157,7 +157,8 @@ def test_an_incomplete_build_fails_naming_what_is_missing_and_publishes_nothing(
             return summary
 
         monkeypatch.setattr(preprocess, "run", run_with_fault)
-        with pytest.raises(ArtifactError, match=rf"^preprocess output is incomplete, so it is not published: {message}$"):
+        expected = rf"^preprocess output is incomplete, so it is not published: {message}$"
+        with pytest.raises(ArtifactError, match=expected):
             run_pipeline(config, ["preprocess"])
         assert not list((tmp_path / "artifacts" / "preprocess").glob("*/manifest.json"))
         assert not list((tmp_path / "artifacts" / "preprocess").glob(".staging-*"))
