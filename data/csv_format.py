@@ -376,6 +376,9 @@ def read_csv(path, options: Mapping | None = None) -> tuple[pd.DataFrame, pd.Dat
         raise _arrow_error(path, fmt, e) from None
     _check_decoded(path, fmt, table)
     frame = table.to_pandas()
+    for name in table.column_names:  # pandas would make these floats; a class label must stay an integer
+        if pa.types.is_integer(table[name].type) and table[name].null_count:
+            frame[name] = frame[name].astype("Int64")
     frame.index = rows.take(len(frame))
     return frame, rejected_rows(rows.skipped), fmt
 

@@ -100,6 +100,13 @@ def _json_value(value: Any, dtype: str) -> Any:
     return {"integer": int, "boolean": bool, "float": float}.get(dtype, canonical_label)(value)
 
 
+def _class_order(dtype: str, values: dict[str, Any]):
+    """Numbers in numeric order (3 before 13), anything else by its canonical string."""
+    if dtype in ("integer", "float"):
+        return lambda c: values[c]
+    return lambda c: c
+
+
 def label_schema(train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
     """The label entry of `schema.json`: sorted canonical classes, their original values and the type."""
     column = train[raw.label].dropna()
@@ -107,7 +114,7 @@ def label_schema(train: pd.DataFrame, raw: RawData) -> dict[str, Any]:
     values = {}
     for value in column.unique().tolist():
         values.setdefault(canonical_label(value), _json_value(value, dtype))
-    classes = sorted(values)
+    classes = sorted(values, key=_class_order(dtype, values))
     return {"name": raw.label, "kind": "categorical", "classes": classes,
             "values": [values[c] for c in classes], "dtype": dtype}
 
@@ -117,8 +124,9 @@ def label_spec(counts: Counter, label: dict[str, Any]) -> dict[str, Any]:
 
     A schema entry without classes (a hand-written one) is taken for string labels.
     """
-    classes = sorted(counts)
     known = dict(zip(label["classes"], label.get("values", label["classes"]))) if "classes" in label else None
+    order = {c: i for i, c in enumerate(label.get("classes", ()))}
+    classes = sorted(counts, key=lambda c: (order.get(c, len(order)), c))
     unknown = [c for c in classes if known is not None and c not in known]
     if unknown:
         raise ValueError(f"Label {label['name']!r}: train value(s) {unknown} are not in the ingest schema's classes "

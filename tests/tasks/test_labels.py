@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from components.artifact_io import read_frame, read_json
+from data.sources import RawData
 from tasks.classification import canonical_label, label_schema, label_spec, probabilistic_metrics
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
@@ -42,6 +43,12 @@ CASES = {
 }
 
 
+def _classes_in_order(dtype, values) -> list[tuple[str, object]]:
+    """(canonical string, value) per class: numbers in numeric order, the rest by their canonical strings."""
+    numeric = dtype in ("integer", "float")
+    return sorted(((canonical_label(v), v) for v in values), key=lambda cv: cv[1] if numeric else cv[0])
+
+
 @pytest.fixture(scope="module", params=list(CASES))
 def labelled_run(request, tmp_path_factory):
     """A CSV with the case's label type through ingest → preprocess → train → evaluate, once per case."""
@@ -67,7 +74,7 @@ def labelled_run(request, tmp_path_factory):
 def test_schema_and_transform_keep_the_classes_values_and_train_counts(labelled_run):
     dtype, root, _, _ = labelled_run
     _, values, kind = CASES[dtype]
-    expected = sorted((canonical_label(v), v) for v in values)
+    expected = _classes_in_order(dtype, values)
     label = read_json(root / "ingest" / "schema.json")["label"]
     assert label == {"name": "outcome", "kind": "categorical", "classes": [c for c, _ in expected],
                      "values": [v for _, v in expected], "dtype": dtype}
@@ -109,7 +116,7 @@ def test_predictions_come_back_in_the_labels_own_type(labelled_run):
     rows = read_frame(root / "ingest" / "test")
     features = rows.drop(columns="outcome")
     predicted = Predictor(root / "train" / "serving.keras", root / "train" / "transform.json").predict(features)
-    classes = sorted(canonical_label(v) for v in values)
+    classes = [c for c, _ in _classes_in_order(dtype, values)]
     assert list(predicted.columns) == ["prediction", *(f"probability_{c}" for c in classes)]
     assert all(isinstance(v, kind) or np.asarray(v).dtype.kind == np.asarray(values).dtype.kind
                for v in predicted["prediction"])
@@ -134,7 +141,7 @@ def test_canonical_strings_do_not_depend_on_how_pandas_holds_a_number():
 
 
 def test_an_integer_label_column_with_a_missing_value_keeps_integer_classes(tmp_path, local_mlflow):
-    """A missing label is set aside; the column pandas made float still stores "1", not "1.0".
+    """A missing label is set aside, and the classes stay integers: "1", not "1.0".
 
     The values' type is the CSV's declared column type when it has one.
     """
@@ -147,6 +154,7 @@ def test_an_integer_label_column_with_a_missing_value_keeps_integer_classes(tmp_
     assert summary["rows_rejected"] == 1
     label = read_json(tmp_path / "sniffed" / "schema.json")["label"]
     assert label["classes"] == ["0", "1", "2"] and label["values"] == [0, 1, 2]
+    assert label["dtype"] == "integer"  # pyarrow read integers: the missing value does not make them floats
     top = read_json(tmp_path / "sniffed" / "statistics.json")["train"]["columns"]["outcome"]["top"]
     assert set(top) == {"0", "1", "2"}
     assert set(read_frame(tmp_path / "sniffed" / "train")["outcome"]) == {"0", "1", "2"}
@@ -155,6 +163,15 @@ def test_an_integer_label_column_with_a_missing_value_keeps_integer_classes(tmp_
     run_component("ingest", declared, {}, tmp_path / "declared")
     label = read_json(tmp_path / "declared" / "schema.json")["label"]
     assert label["dtype"] == "integer" and [type(v) for v in label["values"]] == [int, int, int]
+
+
+def test_numeric_classes_are_ordered_by_value_not_by_their_strings():
+    train = pd.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "grade": [13, 3, 23, 3]})
+    raw = RawData(frame=train, label="grade", origin="test", renamed={})
+    label = label_schema(train, raw)
+    assert label["classes"] == ["3", "13", "23"] and label["values"] == [3, 13, 23]
+    spec = label_spec(Counter({"23": 1, "13": 1, "3": 2}), label)
+    assert spec["classes"] == ["3", "13", "23"] and spec["counts"] == {"3": 2, "13": 1, "23": 1}
 
 
 def test_a_train_class_the_schema_lacks_is_an_error_naming_it():
