@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import keras
@@ -107,3 +108,8 @@ def training_callbacks(backup_dir: Path, early_stopping_patience: int) -> list[k
                                       restore_best_weights=True),
         EpochMlflowCallback(),
     ]
+
+
+def progress_verbosity() -> int:
+    """`fit(verbose=...)` for the console: Keras's progress bar on a terminal, one line per epoch in a pipe or log."""
+    return 1 if sys.stdout.isatty() else 2

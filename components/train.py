@@ -110,7 +110,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
     from components import distribution
-    from components.callbacks import training_callbacks
+    from components.callbacks import progress_verbosity, training_callbacks
     from tasks import get_task
     from tasks.serving import SOURCE_KEY, log_pyfunc_model
 
@@ -144,7 +144,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         history = network.fit(
             **data.fit_arguments,
             epochs=settings.epochs,
-            verbose=0,
+            verbose=progress_verbosity(),
             callbacks=training_callbacks(backup, settings.early_stopping_patience),
         )
     shutil.rmtree(backup, ignore_errors=True)

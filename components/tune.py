@@ -203,6 +203,7 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
     import keras
 
     from components import distribution
+    from components.callbacks import progress_verbosity
     from components.input_pipeline import fit_arrays
     from tasks import get_task
 
@@ -214,7 +215,7 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
             **fit_arrays(plan.shard(x_train), plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),
                          plan.local_batch_size(config.train.batch_size), seed=config.seed),
             epochs=config.tune.epochs,
-            verbose=0,
+            verbose=progress_verbosity(),
             callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=EARLY_STOPPING_PATIENCE)],
         )
 

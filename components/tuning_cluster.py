@@ -123,14 +123,11 @@ def _exit_with_launcher(pid: int) -> None:
 
 def main(spec_path: str) -> int:
     """One process of the search: the chief serves the oracle; a worker trains the trials it is given."""
-    import logging
-
     import mlflow
 
     from components import distribution, tune
     from pipeline.config import PipelineConfig
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     _exit_with_launcher(int(os.environ[LAUNCHER_PID_ENV]))
     spec = json.loads(Path(spec_path).read_text())
     config = PipelineConfig.model_validate(spec["config"])
@@ -147,6 +144,9 @@ def main(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
+    # A process of its own, like the CLI: it prints (to its log) what the pipeline's process would.
     from pipeline.cli import exit_process
+    from pipeline.console import configure_from_environment
 
+    configure_from_environment()
     exit_process(main(sys.argv[1]))

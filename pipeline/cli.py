@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
-import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Literal, NoReturn, get_args, get_origin
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pipeline.config import PARAMETERS, ConfigError, PipelineConfig, list_recipes, load_config  # noqa: E402
+from pipeline import console
+from pipeline.config import PARAMETERS, ConfigError, PipelineConfig, list_recipes, load_config
 
 COMPONENT_HELP = {
     "ingest": "read the source; write stratified splits, schema and statistics",
@@ -28,7 +25,10 @@ COMPONENT_HELP = {
 
 
 def _optional(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    """Parses `kind`, treating '' as 'keep the recipe's value' (MLproject passes '' for unset)."""
+    """Parses `kind`, treating '' as 'keep the recipe's value' (MLproject passes '' for unset).
+
+    Choices are checked with the recipe, by the config, whose error names the field and lists them.
+    """
 
     def parse(text: str):
         if text == "":
@@ -41,17 +41,48 @@ def _optional(kind: Callable[[str], Any], name: str) -> Callable[[str], Any]:
     return parse
 
 
-def _models_epilog() -> str:
+def _field(target: str):
+    """The pydantic field behind a dotted config path such as `train.epochs`."""
+    model: Any = PipelineConfig
+    *sections, name = target.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return model.model_fields[name]
+
+
+def _option_help(name: str, target: str) -> tuple[tuple, str]:
+    """The choices of a config field and its help: what it sets, the choices, the default."""
     from keras_models import index
 
+    field = _field(target)
+    choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+    text = f"sets {target}"
+    if name == "model":
+        text += f": one of {', '.join(e.name for e in index.list_models())}"
+    elif name == "runner":
+        text += ": a Beam runner (DirectRunner, DaskRunner, PortableRunner, FlinkRunner, SparkRunner, ...)"
+    return choices, f"{text} (default: the recipe's; {field.default} where it has none)"
+
+
+def _lists_epilog() -> str:
+    """The recipes and models a pipeline command takes, wrapped to the terminal."""
+    import shutil
+    import textwrap
+
+    from keras_models import index
+
+    width = min(shutil.get_terminal_size().columns, 100) - 2
     models = ", ".join(e.name for e in index.list_models())
-    components = "\n".join(f"  {name:<11} {text}" for name, text in COMPONENT_HELP.items())
+    wrap = lambda head, text: textwrap.fill(text, width, initial_indent=head, subsequent_indent=" " * len(head))  # noqa: E731
     return (
-        f"components:\n  run         the whole pipeline\n{components}\n\n"
-        f"recipes: {', '.join(list_recipes())}\n"
-        f"models:  {models}\n\n"
+        f"{wrap('recipes: ', ', '.join(list_recipes()))}\n{wrap('models:  ', models)}\n\n"
         "Unset options keep the recipe's values; --set SECTION.KEY=VALUE sets any other field."
     )
+
+
+def _models_epilog() -> str:
+    components = "\n".join(f"  {name:<11} {text}" for name, text in COMPONENT_HELP.items())
+    return f"components:\n  run         the whole pipeline\n{components}\n\n{_lists_epilog()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,13 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "holds one date per row)")
     types = {"epochs": int, "batch_size": int, "max_trials": int, "seed": int, "learning_rate": float}
     for name, target in PARAMETERS.items():
-        common.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_optional(types.get(name, str), name),
-                            default=None, help=f"sets {target}")
+        choices, text = _option_help(name, target)
+        metavar = "{" + ",".join(choices) + "}" if choices else ("NAME" if name == "model" else name.upper())
+        common.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=metavar, default=None, help=text,
+                            type=_optional(types.get(name, str), name))
     common.add_argument("--workers", type=_optional(int, "workers"), default=None,
-                        help="sets tune.workers: worker processes of a distributed Keras Tuner search (0: in-process)")
+                        help="sets tune.workers: worker processes of a distributed Keras Tuner search "
+                             "(default: the recipe's; 0, the search in this process, where it has none)")
     common.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config field, e.g. --set train.early_stopping_patience=5")
     common.add_argument("--no-cache", action="store_true", help="re-run components even when a finished artifact matches")
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="show every library's log and start-up notices (default: this pipeline's progress "
+                             "and real warnings only)")
 
     parser = argparse.ArgumentParser(
         prog="keras-pipeline",
@@ -81,10 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("run", parents=[common], help="run the whole pipeline")
+    lists = _lists_epilog()
+    sub.add_parser("run", parents=[common], help="run the whole pipeline", description="Runs ingest, preprocess, "
+                   "tune (when the recipe has a tuner), train and evaluate, reusing finished artifacts.",
+                   epilog=lists, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, text in COMPONENT_HELP.items():
-        sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)")
-    sub.add_parser("list", help="list recipes, models and components")
+        sub.add_parser(name, parents=[common], help=f"{text} (runs missing upstream components first)",
+                       description=f"{name}: {text}. Runs the components it needs first, reusing finished ones.",
+                       epilog=lists, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_parser("list", help="list components, recipes (task and model) and models (family and paper)")
     _add_predict_parser(sub)
     init = sub.add_parser("init", help="write a recipe for a CSV or Parquet file, inferred from its columns",
                           description="Reads DATA (CSV with sniffed options, or Parquet), infers the task, the "
@@ -100,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-o", "--output", default=None, metavar="FILE", help="the recipe to write (default: NAME.yaml "
                                                                             "in the current directory)")
     init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    init.add_argument("-v", "--verbose", action="store_true", help="show every library's log and start-up notices")
     return parser
 
 
@@ -184,6 +227,7 @@ def _add_predict_parser(sub) -> None:
     predict.add_argument("--csv", dest="csv_options", action="append", default=[], metavar="KEY=VALUE",
                          help="any data.csv option, e.g. --csv 'column_names=[a, b]' --csv 'na_values=[\"?\"]'")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument("-v", "--verbose", action="store_true", help="show every library's log and start-up notices")
 
 
 def _predict(args) -> int:
@@ -212,6 +256,29 @@ def _predict(args) -> int:
     return 0
 
 
+def _list() -> int:
+    """`keras-pipeline list`: the components, each recipe's task and model, each model's family and paper."""
+    import yaml
+
+    from keras_models import index
+    from pipeline.config import RECIPES_DIR
+
+    print("components:")
+    print(f"  {'run':<20} the whole pipeline")
+    for name, text in COMPONENT_HELP.items():
+        print(f"  {name:<20} {text}")
+    print("\nrecipes (pipeline/recipes/):")
+    for name in list_recipes():
+        recipe = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text()) or {}
+        task = (recipe.get("task") or {}).get("type", "tabular_classification")
+        model = (recipe.get("model") or {}).get("name", "mlp")
+        print(f"  {name:<32} {task:<24} {model}")
+    print("\nmodels:")
+    for entry in index.list_models():
+        print(f"  {entry.name:<20} {entry.family:<18} {entry.paper}")
+    return 0
+
+
 def _assignments(items: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -225,17 +292,12 @@ def _assignments(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    console.configure(getattr(args, "verbose", False))
     if args.command == "predict":
         return _predict(args)
     if args.command == "list":
-        from keras_models import index
-
-        print("recipes:", ", ".join(list_recipes()))
-        for entry in index.list_models():
-            print(f"model {entry.name:<22} {entry.family:<18} {entry.paper}")
-        return 0
+        return _list()
     from data.sources import SourceError
     from pipeline.preflight import check_inputs
     from tasks.base import TensorFlowRequiredError
