@@ -60,13 +60,26 @@ class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(backup_dir, save_freq="epoch")
 
 
-class EpochMlflowCallback(mlflow.keras.MlflowCallback):
-    """MLflow's Keras callback logging once per epoch; its batch hook does nothing, so it lets Keras run hooks async."""
+class EpochMlflowCallback(keras.callbacks.Callback):
+    """Logs each epoch's `logs` (`loss`, `val_loss`, the compiled metrics) at `step` = the epoch, one name each.
+
+    MLflow's own `mlflow.keras.MlflowCallback` also logs every evaluation's
+    metrics again as `validation_*` at step 0, and the optimizer's config as
+    15 `optimizer_*` params; neither helps a reader of the run. This one
+    keeps the model summary as `model_summary.txt`. Its batch hook does
+    nothing, so it lets Keras run hooks async.
+    """
 
     async_safe = True
 
-    def __init__(self):
-        super().__init__(log_every_epoch=True)
+    def on_train_begin(self, logs=None):
+        lines = []
+        self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        mlflow.log_text("\n".join(lines), "model_summary.txt")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs:
+            mlflow.log_metrics({name: float(value) for name, value in logs.items()}, step=epoch, synchronous=False)
 
 
 class CacheSavingSkipsets(keras.callbacks.Callback):

@@ -60,33 +60,113 @@ def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings,
     return {"blessed": blessed, "checks": checks}
 
 
-def register(model_uri: str, name: str, alias: str) -> dict[str, Any]:
+def register(model_uri: str, name: str, alias: str, description: str = "",
+             tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Registers the model as a new version of `name` with `description` and `tags`, and points `alias` at it."""
     import mlflow
     from mlflow import MlflowClient
 
-    version = mlflow.register_model(model_uri, name)
-    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if description:
+        client.update_model_version(name, version.version, description=description)
+    client.set_registered_model_alias(name, alias, version.version)
     return {"name": name, "version": version.version, "alias": alias, "source": model_uri}
 
 
-def _model_uri(train_dir: Path, example) -> str:
-    """The train run's logged model, or, when that run is in another store, a copy logged here."""
+def metrics_table(metrics: dict[str, float], baseline: dict[str, float],
+                  references: dict[str, dict[str, float]] | None = None) -> str:
+    """A Markdown table of the test metrics beside the baseline's and each reference model's."""
+    references = references or {}
+    header = ["metric", "model", "baseline", *references]
+    rows = [[name, f"{value:.4f}", *(f"{table[name]:.4f}" if name in table else "" for table in
+                                     (baseline, *references.values()))] for name, value in metrics.items()]
+    return "\n".join("| " + " | ".join(row) + " |" for row in (header, ["---"] * len(header), *rows))
+
+
+def version_description(config, evaluation, blessing: dict[str, Any], data_fingerprint: str) -> str:
+    """The registered version's description: what it was trained on, how it scored, and why it was blessed."""
+    checks = "\n".join(f"- {'passed' if c['passed'] else 'failed'}{' (informational)' if c.get('informational') else ''}: "
+                       f"`{c['check']}` (value {c['value']:.4f})" if c.get("value") is not None
+                       else f"- failed: `{c['check']}` (no value)" for c in blessing["checks"])
+    return (f"**{config.model.name}** trained by recipe `{config.name}` ({config.task.type}) on "
+            f"`{config.data.source}` (data fingerprint `{data_fingerprint[:16]}`).\n\n"
+            f"Test split:\n\n{metrics_table(evaluation.headline, evaluation.baseline, evaluation.references)}\n\n"
+            f"Blessing checks:\n\n{checks or '- none'}\n")
+
+
+def classifier_plots(predictor, test, output: Path, title: str) -> list[Path]:
+    """A calibration curve, and one-vs-rest ROC and precision-recall curves when there are more than two classes.
+
+    The task's own plots hold the confusion matrix and, for two classes, the
+    ROC and PR curves of the positive class. Calibration is that of the
+    positive class for two classes, else of the top class's probability
+    (how often the predicted class is right at each confidence).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    label = predictor.transform["label"]
+    classes = label["classes"]
+    y_true = pd.Categorical(test[label["name"]], categories=classes).codes.astype(int)
+    probabilities = np.asarray(predictor.outputs(test.drop(columns=[label["name"]])), dtype="float64")
+    binary = len(classes) == 2
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if binary:
+        CalibrationDisplay.from_predictions(y_true, probabilities[:, 1], n_bins=10, name=f"P({classes[1]})", ax=ax)
+    else:
+        CalibrationDisplay.from_predictions(probabilities.argmax(1) == y_true, probabilities.max(1), n_bins=10,
+                                            name="top class", ax=ax)
+        ax.set_xlabel("mean predicted probability of the predicted class")
+        ax.set_ylabel("fraction predicted correctly")
+    ax.set_title(f"Calibration: {title}")
+    fig.tight_layout()
+    paths = [output / "calibration.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+    present = [k for k in range(len(classes)) if 0 < (y_true == k).sum() < len(y_true)]
+    if binary or len(classes) > 10 or not present:
+        return paths
+    for display, file, chance in ((RocCurveDisplay, "roc_curve.png", True),
+                                  (PrecisionRecallDisplay, "pr_curve.png", False)):
+        fig, ax = plt.subplots(figsize=(6, 5.5))
+        for k in present:
+            display.from_predictions(y_true == k, probabilities[:, k], name=str(classes[k]), ax=ax,
+                                     plot_chance_level=chance and k == present[-1])
+        ax.set_title(f"{'ROC' if chance else 'Precision-recall'}, one class against the rest: {title}")
+        fig.tight_layout()
+        fig.savefig(output / file, dpi=120)
+        plt.close(fig)
+        paths.append(output / file)
+    return paths
+
+
+def _logged_model(train_dir: Path, example) -> tuple[str, str]:
+    """The train run's logged model (URI, MLflow 3 model id), or, when that run is in another store, a copy logged here."""
     import mlflow
 
     from tasks.serving import log_pyfunc_model
 
     uri = read_json(train_dir / "manifest.json").get("summary", {}).get("mlflow_model_uri")
     try:
-        if uri and mlflow.models.get_model_info(uri):
-            return uri
+        info = mlflow.models.get_model_info(uri) if uri else None
     except Exception:  # noqa: BLE001  (the cached train run belongs to another tracking store)
-        pass
-    return log_pyfunc_model(train_dir / "serving.keras", train_dir / "transform.json", example).model_uri
+        info = None
+    if info is None:
+        info = log_pyfunc_model(train_dir / "serving.keras", train_dir / "transform.json", example)
+    return info.model_uri, info.model_id
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
 
+    from tasks.classification import ClassificationTask
     from tasks.serving import Predictor
 
     train_dir = inputs["train"]
@@ -94,9 +174,17 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     task = predictor.task
     test = read_frame(inputs["ingest"] / "test")
     evaluation = task.evaluate(predictor, test, inputs["ingest"], output, config)
+    if isinstance(task, ClassificationTask):
+        evaluation.plots += classifier_plots(predictor, test, output, f"{config.model.name} on {config.name} (test)")
     blessing = bless(evaluation.headline, evaluation.baseline, task, config.evaluate, evaluation.references)
 
-    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.headline.items()})
+    # The test metrics belong to the logged model (MLflow 3's model page lists them) and to the test split.
+    example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), predictor.transform)
+    model_uri, model_id = _logged_model(train_dir, example)
+    recorded = inputs["ingest"] / "datasets.json"  # written by ingest: the splits as MLflow datasets
+    test_split = read_json(recorded).get("test") if recorded.exists() else None
+    dataset = mlflow.entities.Dataset(**test_split) if test_split else None
+    mlflow.log_metrics({f"test_{k}": v for k, v in evaluation.headline.items()}, model_id=model_id, dataset=dataset)
     mlflow.log_metrics({f"baseline_{k}": v for k, v in evaluation.baseline.items()})
     for reference, values in evaluation.references.items():
         mlflow.log_metrics({f"{reference}_{k}": v for k, v in values.items()})
@@ -106,12 +194,18 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
 
     registration = None
     if blessing["blessed"]:
-        example = task.serving_example(read_frame(inputs["ingest"] / "train", task.example_rows), predictor.transform)
-        registration = register(_model_uri(train_dir, example), config.registered_model_name, config.evaluate.alias)
+        manifest = inputs["ingest"] / "manifest.json"  # absent when evaluate runs outside the runner
+        data_fingerprint = read_json(manifest).get("fingerprint", "") if manifest.exists() else ""
+        tags = {"recipe": config.name, "task": config.task.type, "model": config.model.name,
+                "data_fingerprint": data_fingerprint, "blessed": "true"}
+        registration = register(model_uri, config.registered_model_name, config.evaluate.alias,
+                                version_description(config, evaluation, blessing, data_fingerprint), tags)
     metrics = {"test": evaluation.headline, "baseline": evaluation.baseline,
                **({"references": evaluation.references} if evaluation.references else {}), **evaluation.details}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     (output / "blessing.json").write_text(json.dumps({**blessing, "registration": registration}, indent=2))
     mlflow.log_artifact(str(output / "metrics.json"))
     mlflow.log_artifact(str(output / "blessing.json"))
-    return {"test_metrics": evaluation.headline, "blessed": blessing["blessed"], "registration": registration}
+    return {"test_metrics": evaluation.headline, "baseline_metrics": evaluation.baseline,
+            "reference_metrics": evaluation.references, "blessed": blessing["blessed"],
+            "checks": blessing["checks"], "model_id": model_id, "registration": registration}

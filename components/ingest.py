@@ -27,6 +27,37 @@ SPEC = ComponentSpec(
 )
 
 
+DATASETS = "datasets.json"
+DATASET_FIELDS = ("name", "digest", "source_type", "source", "schema", "profile")
+# What each split is for, as MLflow's `mlflow.data.context` input tag says it.
+SPLIT_CONTEXTS = {"train": "training", "eval": "validation", "test": "testing"}
+
+
+def datasets(ingest_dir: Path) -> dict:
+    """The splits as MLflow dataset entities (source, digest, schema, profile), as ingest recorded them."""
+    from mlflow.entities import Dataset
+
+    path = ingest_dir / DATASETS
+    return {name: Dataset(**entry) for name, entry in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def log_datasets(ingest_dir: Path, splits: list[str], run_id: str | None = None) -> None:
+    """Logs `splits` of an ingest artifact as the inputs of `run_id` (the active run), each with its context.
+
+    Every run that reads a split logs it, a cached one too, so the runs
+    table's Dataset column and each run's page say what it was fed.
+    """
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    recorded = datasets(ingest_dir)
+    inputs = [DatasetInput(recorded[split], [InputTag(MLFLOW_DATASET_CONTEXT, SPLIT_CONTEXTS[split])])
+              for split in splits if split in recorded]
+    if inputs:
+        mlflow.MlflowClient().log_inputs(run_id or mlflow.active_run().info.run_id, datasets=inputs)
+
+
 def column_statistics(frame: pd.DataFrame, label: str | None = None) -> dict[str, Any]:
     """Missing counts for every column; moments for numbers, top values for categories and a class label.
 
@@ -93,8 +124,12 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     (output / "statistics.json").write_text(json.dumps(statistics, indent=2))
 
     source = raw.path or CodeDatasetSource({"source": raw.origin})
-    dataset = mlflow.data.from_pandas(splits["train"], source=source, name=config.data.source, targets=raw.label)
-    mlflow.log_input(dataset, context="training")
+    datasets = {name: mlflow.data.from_pandas(frame, source=source, name=config.data.source, targets=raw.label)
+                for name, frame in splits.items()}
+    entities = {name: dataset._to_mlflow_entity() for name, dataset in datasets.items()}
+    (output / DATASETS).write_text(json.dumps({name: {key: getattr(entity, key) for key in DATASET_FIELDS}
+                                               for name, entity in entities.items()}, indent=2))
+    log_datasets(output, list(splits))
     mlflow.log_artifact(str(output / "schema.json"))
     mlflow.log_artifact(str(output / "statistics.json"))
     row_counts = {name: len(frame) for name, frame in splits.items()}

@@ -121,13 +121,14 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     task.check_serving_model(transform)
     data = training_data(inputs["preprocess"], task, transform, config, plan)
     hparams, learning_rate = model_settings(config, inputs)
-    mlflow.log_params({
+    params = {
         "model": config.model.name, "learning_rate": learning_rate, "batch_size": settings.batch_size,
         "epochs": settings.epochs, "warmup_epochs": settings.warmup_epochs, "decay": settings.decay,
         "input": "stream" if data.streaming else "memory",
         **{f"hp_{k}": v for k, v in hparams.items()},
         **plan.mlflow_params(settings.batch_size, learning_rate),
-    })
+    }
+    mlflow.log_params({k: v for k, v in params.items() if v not in (None, "")})
 
     # Keras names layers and optimizers by what the process built before (tuning trials, in the same
     # process or not): from a clean session they are the same in a resumed build as in the killed one,
@@ -165,6 +166,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     mlflow.log_metrics({"best_epoch": best_epoch, **best})
     return {
         "mlflow_model_uri": info.model_uri,
+        "mlflow_model_id": info.model_id,
         "epochs_trained": len(val_loss),
         "best_epoch": best_epoch,
         **best,
