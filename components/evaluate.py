@@ -197,7 +197,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         manifest = inputs["ingest"] / "manifest.json"  # absent when evaluate runs outside the runner
         data_fingerprint = read_json(manifest).get("fingerprint", "") if manifest.exists() else ""
         tags = {"recipe": config.name, "task": config.task.type, "model": config.model.name,
-                "data_fingerprint": data_fingerprint, "blessed": "true"}
+                "data_fingerprint": data_fingerprint[:16], "blessed": "true"}
         registration = register(model_uri, config.registered_model_name, config.evaluate.alias,
                                 version_description(config, evaluation, blessing, data_fingerprint), tags)
     metrics = {"test": evaluation.headline, "baseline": evaluation.baseline,

@@ -111,7 +111,8 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     schema["source"] = {"origin": raw.origin, "renamed_columns": raw.renamed, "csv": raw.csv_format}
     if raw.csv_format is not None:  # a tab shows as "\t"; lists and None as JSON
         mlflow.log_params({f"csv_{key}": value if isinstance(value, str) and value.isprintable()
-                           else json.dumps(value)[:6000] for key, value in raw.csv_format.items()})
+                           else json.dumps(value)[:6000] for key, value in raw.csv_format.items()
+                           if value not in (None, "")})
     label = raw.label if task.head == "classification" else None
     statistics = {name: column_statistics(frame, label) for name, frame in splits.items()}
     for name, frame in splits.items():

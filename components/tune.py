@@ -132,7 +132,7 @@ def make_tuner(kind: str, hypermodel, directory: Path, config, tune_run_id: str)
             tags = {"component": "tune", "trial_id": trial.trial_id, "tuner": kind, "tuner_id": self.tuner_id}
             with mlflow.start_run(run_name=f"trial-{trial.trial_id}", nested=True, parent_run_id=tune_run_id,
                                   experiment_id=tune_run.info.experiment_id, tags=tags):
-                mlflow.log_params(values)
+                mlflow.log_params({k: v for k, v in values.items() if v not in (None, "")})
                 if LEARNING_RATE in values:
                     mlflow.log_param("scaled_learning_rate",
                                      values[LEARNING_RATE] * self.hypermodel.learning_rate_scale)

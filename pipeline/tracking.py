@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -30,12 +30,22 @@ class TrackingServerUnreachable(MlflowException):
     """The tracking server named by `MLFLOW_TRACKING_URI` does not answer."""
 
 
-def configure(experiment: str) -> str:
+# The MLflow UI opens an experiment with this tag in its model-training view, not the GenAI one.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+DEFAULT_EXPERIMENT_ID = "0"
+
+
+def configure(experiment: str) -> tuple[str, str | None]:
     """Points MLflow at `MLFLOW_TRACKING_URI` or `sqlite:///mlflow.db` and selects the experiment.
 
-    Under `mlflow run` (which exports `MLFLOW_RUN_ID`) the pipeline attaches to
-    that run and its experiment; otherwise the experiment is
-    `MLFLOW_EXPERIMENT_NAME` or the recipe's name.
+    Under `mlflow run` (which exports `MLFLOW_RUN_ID`) with `--experiment-name`
+    or `--experiment-id`, the pipeline attaches to that run and its experiment.
+    A plain `mlflow run .` puts its run in the `Default` experiment, with every
+    entry-point parameter logged, the empty ones as `''`: the pipeline then
+    starts its own run in the recipe's experiment (or `MLFLOW_EXPERIMENT_NAME`)
+    and returns the project run's id, for the runner to link the two.
+    Otherwise the experiment is `MLFLOW_EXPERIMENT_NAME` or the recipe's name.
+    Returns the tracking URI and that project run id (None when not detached).
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
     mlflow.set_tracking_uri(uri)
@@ -48,9 +58,30 @@ def configure(experiment: str) -> str:
     # one it polls its queue with a 1 s timeout, which every run's end (each trial's too) waits out.
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
     mlflow.config.enable_async_logging(True)
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
-    return uri
+    client = mlflow.MlflowClient()
+    project_run = os.environ.get("MLFLOW_RUN_ID")
+    attached = client.get_run(project_run).info.experiment_id if project_run else None
+    if attached is not None and attached != DEFAULT_EXPERIMENT_ID:
+        client.set_experiment_tag(attached, *EXPERIMENT_KIND)
+        return uri, None
+    if project_run:  # the pipeline's runs go to the recipe's experiment, not to the project run
+        os.environ.pop("MLFLOW_RUN_ID")
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    chosen = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
+    if chosen.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(chosen.experiment_id, *EXPERIMENT_KIND)
+    return uri, project_run
+
+
+def link_project_run(project_run: str, run) -> None:
+    """Says on the `mlflow run` project run where the pipeline logged, and on the pipeline's run where it came from."""
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment(run.info.experiment_id).name
+    client.set_tag(project_run, "pipeline.run_id", run.info.run_id)
+    client.set_tag(project_run, "mlflow.note.content",
+                   f"The pipeline logged into experiment `{experiment}`: "
+                   f"[run {run.info.run_id}](#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}).")
+    mlflow.set_tag("pipeline.project_run_id", project_run)
 
 
 def check_server(uri: str) -> None:
@@ -166,16 +197,21 @@ def close_abandoned_runs(experiment_id: str, current_run_id: str) -> list[str]:
     return closed
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"train": {"epochs": 3}}` → `{"train.epochs": 3}` for `mlflow.log_params`."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (what the CLI prints), or its type when it has none."""
+    return " ".join(str(error).split())[:5000] or type(error).__name__
+
+
+def record_failure(run_id: str, error: BaseException) -> None:
+    """Tags the run `pipeline.error` with the one-line message and logs the traceback as `error.txt`.
+
+    Both are written at once (not queued): the run ends FAILED right after.
+    """
+    import traceback
+
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "pipeline.error", one_line(error), synchronous=True)
+    client.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
 
 
 def ui_command(uri: str) -> str:

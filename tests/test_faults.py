@@ -76,7 +76,7 @@ def test_sigkill_in_each_component_then_the_same_command_finishes_the_work_once(
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("kills").experiment_id
     runs = client.search_runs([experiment], max_results=500)
-    parents = sorted((r for r in runs if r.info.run_name == "iris_mlp"), key=lambda r: r.info.start_time)
+    parents = sorted((r for r in runs if r.info.run_name == "iris_mlp · mlp"), key=lambda r: r.info.start_time)
     assert [r.info.status for r in parents] == ["KILLED"] * 4 + ["FINISHED"]
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
@@ -189,7 +189,7 @@ def test_two_pipelines_started_at_once_share_finished_work_and_keep_their_own_ru
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("together").experiment_id], max_results=100)
-    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    parents = {r.data.tags["pipeline.recipe"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
     assert set(parents) == {"iris_mlp", "iris_rbf"} and {p.info.status for p in parents.values()} == {"FINISHED"}
     children = {name: {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id}
                 for name, p in parents.items()}

@@ -79,7 +79,7 @@ def test_run_tree_metrics_and_registry(pipeline_run, mlflow_server):
     assert evaluate.data.metrics["test_macro_f1"] >= 0.9
     assert evaluate.data.metrics["test_accuracy"] > evaluate.data.metrics["baseline_accuracy"]
     plots = [a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")]
-    assert plots == ["plots/confusion_matrix.png"]
+    assert plots == [f"plots/{name}.png" for name in ("calibration", "confusion_matrix", "pr_curve", "roc_curve")]
     inputs = client.get_run(by_name["ingest"].info.run_id).inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "sklearn:iris"
     versions = client.search_model_versions(f"name = '{config.registered_model_name}'")
@@ -147,7 +147,7 @@ def test_basic_auth_server_takes_credentials_from_the_environment_and_never_logs
     client = mlflow.MlflowClient()
     experiment = client.get_run(retrained.run_id).info.experiment_id
     runs = client.search_runs([experiment])
-    assert {r.info.run_name for r in runs} >= {"iris_mlp", "ingest", "preprocess", "tune", "train", "evaluate"}
+    assert {r.info.run_name for r in runs} >= {"iris_mlp · mlp", "ingest", "preprocess", "tune", "train", "evaluate"}
     for logged in runs:
         assert all(password not in str(v) for v in {**logged.data.params, **logged.data.tags}.values())
         downloaded = Path(mlflow.artifacts.download_artifacts(run_id=logged.info.run_id,

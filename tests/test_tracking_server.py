@@ -88,15 +88,15 @@ def test_every_run_param_and_metric_of_both_pipelines_and_the_distributed_search
     from sqlalchemy.engine import make_url
 
     client, runs, parents, children = _runs(server[0])
-    assert [p.info.run_name for p in parents][2:] == ["iris_rbf"]
-    assert sorted(p.info.run_name for p in parents[:2]) == ["iris_mlp", "iris_rbf"]
+    assert [p.info.run_name for p in parents][2:] == ["iris_rbf · rbf"]
+    assert sorted(p.info.run_name for p in parents[:2]) == ["iris_mlp · mlp", "iris_rbf · rbf"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     for parent in parents:
-        assert set(children[parent.info.run_id]) == COMPONENTS - ({"tune"} if parent.info.run_name == "iris_rbf"
+        assert set(children[parent.info.run_id]) == COMPONENTS - ({"tune"} if parent.info.run_name == "iris_rbf · rbf"
                                                                   else set())
-        assert parent.data.params["config.train.epochs"] == str(EPOCHS)
+        assert parent.data.params["epochs"] == str(EPOCHS)
         assert parent.data.metrics["test_accuracy"] >= 0.8  # learned: the majority class is a third of Iris
-    mlp = children[next(p.info.run_id for p in parents if p.info.run_name == "iris_mlp")]
+    mlp = children[next(p.info.run_id for p in parents if p.info.run_name == "iris_mlp · mlp")]
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == mlp["tune"].info.run_id]
     assert sorted(t.data.tags["trial_id"] for t in trials) == ["0", "1"]
     assert {t.data.tags["tuner_id"] for t in trials} <= {"tuner0", "tuner1"}  # trained by the worker processes
@@ -189,7 +189,7 @@ def test_registered_versions_download_through_the_proxy_and_predict(server, pipe
 def test_a_shared_output_dir_outside_the_checkout_is_reused_by_another_process(server, pipelines):
     """The third run is all cache hits; its tags say which host's path the artifact is, under which root."""
     _, _, parents, children = _runs(server[0])
-    first = children[next(p.info.run_id for p in parents[:2] if p.info.run_name == "iris_rbf")]
+    first = children[next(p.info.run_id for p in parents[:2] if p.info.run_name == "iris_rbf · rbf")]
     again = children[parents[2].info.run_id]
     assert {run.data.tags["cache_hit"] for run in again.values()} == {"true"}
     for name, run in again.items():
