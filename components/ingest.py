@@ -135,4 +135,5 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     mlflow.log_artifact(str(output / "statistics.json"))
     row_counts = {name: len(frame) for name, frame in splits.items()}
     mlflow.log_metrics({**{f"rows_{name}": n for name, n in row_counts.items()}, "rows_rejected": set_aside})
-    return {"row_counts": row_counts, "rows_rejected": set_aside}
+    return {"row_counts": row_counts, "rows_rejected": set_aside, "output_rows": row_counts,
+            "output_files": ["schema.json", "statistics.json"]}

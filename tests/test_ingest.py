@@ -137,3 +137,13 @@ def test_tfds_source_reads_a_catalog_dataset(tmp_path):
     assert [c for c in raw.frame.columns if c.startswith("features_")] == [f"features_{i}" for i in range(4)]
     assert set(raw.frame["label"]) <= {"Iris-setosa", "Iris-versicolor", "Iris-virginica"}
     assert len(raw.frame) >= 30
+
+
+def test_ingest_declares_its_outputs_so_a_lost_split_is_not_published(tmp_path, local_mlflow):
+    from pipeline.artifacts import check_outputs
+
+    summary = run_component("ingest", config_for(), {}, tmp_path)
+    assert summary["output_rows"] == {"train": 105, "eval": 22, "test": 23}
+    assert check_outputs(tmp_path, summary) == []
+    (tmp_path / "test" / "data.parquet").unlink()
+    assert any("test" in problem for problem in check_outputs(tmp_path, summary))
