@@ -10,6 +10,7 @@ columns are typed. Outputs `{train,eval,test}/data.parquet`, `schema.json`
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ def column_statistics(frame: pd.DataFrame, label: str | None = None) -> dict[str
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     import mlflow
     from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
 
     from data.sources import SourceError, apply_bad_rows_policy
     from tasks import get_task
@@ -124,9 +126,14 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     (output / "schema.json").write_text(json.dumps(schema, indent=2))
     (output / "statistics.json").write_text(json.dumps(statistics, indent=2))
 
-    source = raw.path or CodeDatasetSource({"source": raw.origin})
-    datasets = {name: mlflow.data.from_pandas(frame, source=source, name=config.data.source, targets=raw.label)
-                for name, frame in splits.items()}
+    with warnings.catch_warnings():
+        # MLflow registers two sources that both take a local path, and its schema inference hints at
+        # model signatures: neither says anything about the data.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer column")
+        source = resolve_dataset_source(str(raw.path)) if raw.path else CodeDatasetSource({"source": raw.origin})
+        datasets = {name: mlflow.data.from_pandas(frame, source=source, name=config.data.source, targets=raw.label)
+                    for name, frame in splits.items()}
     entities = {name: dataset._to_mlflow_entity() for name, dataset in datasets.items()}
     (output / DATASETS).write_text(json.dumps({name: {key: getattr(entity, key) for key in DATASET_FIELDS}
                                                for name, entity in entities.items()}, indent=2))

@@ -132,7 +132,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
 
     # Keras names layers and optimizers by what the process built before (tuning trials, in the same
     # process or not): from a clean session they are the same in a resumed build as in the killed one,
-    # and MLflow refuses a param (`optimizer_name`) that changes, with the metrics batched beside it.
+    # so its `model_summary.txt` and checkpoints name the same objects.
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(config.seed)
     backup = output / "backup"

@@ -36,7 +36,7 @@ def test_the_fit_warms_up_over_its_own_steps_and_still_learns(iris_preprocessed,
     keras.optimizers.Adam()  # as a tuning trial in the same process would: the next Adam would be "adam_1"
     run_component("train", config, inputs, tmp_path / "train")
     model = keras.saving.load_model(tmp_path / "train" / "model.keras")
-    # Named from a clean session, so a resumed build logs the same `optimizer_name` param as the killed one.
+    # Named from a clean session, so a resumed build names its optimizer as the killed one did.
     assert model.optimizer.name == "adam"
     schedule = model.optimizer.get_config()["learning_rate"]
     assert schedule["class_name"] == "CosineDecay"
