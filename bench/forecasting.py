@@ -77,7 +77,7 @@ def run_one(name: str, workdir: Path) -> dict:
     task = config.task
     return {"series": name, **{c: found[c]["mase"] for c in COLUMNS},
             "settings": f"m={task.seasonality} h={task.horizon} w={task.window} "
-                        f"origins={task.test_periods - task.horizon + 1}",
+                        f"origins={task.test_periods - task.horizon + 1} history={task.history or task.window}",
             "rows": inferred.rows, "seconds": round(time.perf_counter() - started)}
 
 

@@ -67,7 +67,14 @@ def _format(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def render(rows: dict[str, dict]) -> str:
+def kept_sections(text: str) -> str:
+    """The sections after the table (`## ...` headings onward) of an existing results file: other benchmarks
+    (`bench/forecasting.py`) write them, so rewriting the table keeps them as they are."""
+    start = text.find("\n## ")
+    return text[start:] if start >= 0 else ""
+
+
+def render(rows: dict[str, dict], kept: str = "") -> str:
     lines = [
         "# Results on held-out test data",
         "",
@@ -90,6 +97,8 @@ def render(rows: dict[str, dict]) -> str:
             lines.append(f"| {recipe} | | | failed: {' '.join(row['error'])} | | | no | {row['seconds']:.0f} | | |")
             continue
         test = ", ".join(f"{k} {_format(v)}" for k, v in row["test"].items())
+        if row["task"] == "forecasting" and "mase" not in row["test"]:
+            test += " (one test window, measured before the rolling-origin MASE backtest; rerun with its command)"
         baseline = ", ".join(f"{k} {_format(v)}" for k, v in row["baseline"].items())
         for name, values in row.get("references", {}).items():
             baseline += f"; {name}: " + ", ".join(f"{k} {_format(v)}" for k, v in values.items())
@@ -99,7 +108,7 @@ def render(rows: dict[str, dict]) -> str:
             f"{'yes' if row['blessed'] else 'no'} | {row['seconds']:.0f} | {row['date']}, {row['machine']} | "
             f"`{row['command']}` |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + kept
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             status = "failed" if "error" in row else ("met" if row["blessed"] else "missed")
             print(f"{recipe:<32} {status:<7} {row['seconds']:7.1f}s  {row.get('test', row.get('error'))}", flush=True)
             RESULTS_JSON.write_text(json.dumps(rows, indent=2, default=float) + "\n")
-            RESULTS_MD.write_text(render(rows))
+            RESULTS_MD.write_text(render(rows, kept_sections(RESULTS_MD.read_text() if RESULTS_MD.exists() else "")))
 
 
 if __name__ == "__main__":

@@ -210,7 +210,10 @@ class Forecasting(Section):
     `scaling: window` scales each window by its own level (last value) and
     scale (mean absolute seasonal difference), and the network learns the
     correction to seasonal naive (`seasonal_difference`) or naive in that
-    space; it is what a global model over many series needs.
+    space; it is what a global model over many series needs. With window
+    scaling, `history` (default: `window`) is how many raw steps the served
+    model reads, and `combine` names statistical forecasts (`auto_ets`,
+    `auto_theta`) fitted on that history and averaged with the network's.
     """
 
     type: Literal["forecasting"]
@@ -225,6 +228,8 @@ class Forecasting(Section):
     scaling: Literal["series", "window"] = "series"
     loss: Literal["mse", "mae"] = "mse"
     backtest_origins: int | None = Field(None, ge=3)
+    history: int | None = Field(None, ge=2)
+    combine: list[Literal["auto_ets", "auto_theta"]] = []
 
     @model_validator(mode="after")
     def _splits_hold_forecasts(self):
@@ -243,6 +248,9 @@ class Forecasting(Section):
         if self.scaling == "window" and self.window <= self.seasonality:
             raise ValueError(f"window={self.window} must be longer than seasonality={self.seasonality} "
                              "with scaling: window (the scale is a mean seasonal difference within the window)")
+        if self.history is not None and (self.scaling != "window" or self.history < self.window):
+            raise ValueError(f"history={self.history} needs scaling: window and at least window={self.window} "
+                             "steps (the network reads the last window of it)")
         if self.series_column is not None and self.scaling != "window":
             raise ValueError("series_column needs scaling: window, so that one model reads every series in its "
                              "own units")

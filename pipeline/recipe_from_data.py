@@ -333,7 +333,8 @@ def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, tim
     notes.append(f"{period} series: seasonality {shape['seasonality']}, the model reads "
                  f"{shape['window']} periods and forecasts {shape['horizon']}; the last {shape['test_periods']} "
                  f"periods are the test split ({shape['test_periods'] - shape['horizon'] + 1} rolling forecast "
-                 "origins) and as many before them the eval split.")
+                 "origins) and as many before them the eval split; the served model reads the last "
+                 f"{shape['history']} periods and averages the network's forecast with AutoETS's and AutoTheta's.")
     return {"type": "forecasting", "time_column": keys[time], **shape}
 
 
@@ -388,7 +389,8 @@ TASK_COMMENTS = {
                           "vocabularies; the label is scaled for training and predicted in its own units.",
     "forecasting": "Forecasting one series: split by time; the model reads `window` periods, each window scaled "
                    "by its own last value and mean seasonal change, and forecasts `horizon` as a correction to "
-                   "seasonal naive; judged by MASE over rolling origins of the test split.",
+                   "seasonal naive; the served forecast is its mean with the forecasts `combine` names, fitted on "
+                   "the last `history` periods; judged by MASE over rolling origins of the test split.",
 }
 BASELINES = {"tabular_classification": "the majority class", "tabular_regression": "the train mean",
              "forecasting": "seasonal naive on MASE (naive, drift, AutoETS and AutoTheta reported beside it)"}

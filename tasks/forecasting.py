@@ -190,8 +190,9 @@ def transform_batch(batch: pa.Table, transform: dict[str, Any], split: str) -> p
         keys.append(batch.column(series).cast(pa.string()))
     if transform.get("scaling") == "window":
         season, horizon = transform["seasonality"], transform["horizon"]
-        level, scale = level_and_scale(history, season)
-        window = ((history[:, -transform["window"] :] - level[:, None]) / scale[:, None]).astype("float32")
+        recent = history[:, -transform["window"] :]
+        level, scale = level_and_scale(recent, season)
+        window = ((recent - level[:, None]) / scale[:, None]).astype("float32")
         base = base_forecast(history, horizon, season, transform["seasonal_difference"])
         columns = [
             *keys,
@@ -269,14 +270,15 @@ def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> kera
     """Raw history (series units) → difference, scale → `network` → unscale, undifference → forecasts."""
     import keras
 
-    from tasks.layers import SeasonalDifference, SeasonalUndifference, WindowScale, WindowUnscale
+    from tasks.layers import LastSteps, SeasonalDifference, SeasonalUndifference, WindowScale, WindowUnscale
 
     length = transform["history_length"]
     history = keras.Input(shape=(length,), name=HISTORY, dtype="float32")
     if transform.get("scaling") == "window":
-        x = WindowScale(transform["window"], transform["seasonality"], name="window_scale")(history)
+        recent = history if length == transform["window"] else LastSteps(transform["window"], name="window")(history)
+        x = WindowScale(transform["window"], transform["seasonality"], name="window_scale")(recent)
         y = WindowUnscale(transform["seasonality"], transform["seasonal_difference"], name="window_unscale")(
-            [network(x), history])
+            [network(x), recent])
         return keras.Model(history, y, name=f"serving_{network.name}")
     x = keras.layers.Reshape((length, 1), name="steps")(history)
     if transform["seasonal_difference"]:
@@ -302,6 +304,27 @@ def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
                 f"without gaps; got {row.size} values, {int(np.isnan(row).sum())} missing."
             )
     return np.stack(rows).astype("float32") if rows else np.zeros((0, length), "float32")
+
+
+def combined_forecasts(network: np.ndarray, histories: np.ndarray, transform: dict[str, Any]) -> np.ndarray:
+    """The network's forecasts averaged with the statistical forecasts `transform["combine"]` names, each
+    fitted on the row's raw history.
+
+    An equal-weight mean needs no choice among candidates (nothing to fit on
+    any split) and is at least as accurate in MAE as the mean of its parts'
+    errors; the network's errors and those of exponential smoothing and
+    Theta differ in kind, so they partly cancel.
+    """
+    from tasks.backtest import statistical
+
+    names = transform.get("combine") or []
+    network = np.asarray(network, "float64")
+    if not names:
+        return network
+    parts = [network]
+    fits = [statistical(row, transform["horizon"], transform["seasonality"]) for row in histories]
+    parts.extend(np.stack([fit[name] for fit in fits]) for name in names)
+    return np.mean(parts, axis=0)
 
 
 def _pyplot():
@@ -371,6 +394,10 @@ def save_error_by_step(runs: list, path: Path, title: str) -> Path:
 
 HORIZONS = {1: 6, 4: 8, 7: 14, 12: 12, 24: 24, 52: 13}  # season → horizon, close to the M4 competition's
 MIN_TRAIN_WINDOWS = 24  # training forecasts the default settings leave before the eval and test splits
+# The served model reads this much raw history (at most; less when the train split is short) and averages the
+# network's forecast with AutoETS's and AutoTheta's fitted on it.
+HISTORY_SEASONS, MIN_HISTORY = 20, 240
+DEFAULT_COMBINE = ("auto_ets", "auto_theta")
 
 # The default model for a series (what `keras-pipeline init` writes and `bench/forecasting.py` measures):
 # a multilayer perceptron on window-scaled inputs that learns the correction to seasonal naive, with MAE loss.
@@ -386,8 +413,11 @@ def default_settings(season: int, rows: int) -> dict[str, Any] | None:
     the eval and test splits each hold `horizon` rolling origins (at least
     3), the window is two seasons or two horizons, whichever is longer. A
     short series gets fewer origins, then a shorter window, then a shorter
-    horizon, until `MIN_TRAIN_WINDOWS` training forecasts remain. None when
-    even the smallest settings do not fit.
+    horizon, until `MIN_TRAIN_WINDOWS` training forecasts remain. The
+    served model reads up to 20 seasons (at least 240 steps) of raw history,
+    no more than the train split holds before its last horizon, and averages
+    the network's forecast with AutoETS's and AutoTheta's on that history.
+    None when even the smallest settings do not fit.
     """
     season = max(int(season), 1)
     horizon = HORIZONS.get(season, max(season, 4))
@@ -399,9 +429,10 @@ def default_settings(season: int, rows: int) -> dict[str, Any] | None:
                 periods = horizon + origins - 1
                 train = rows - 2 * periods
                 if train - window - horizon + 1 >= MIN_TRAIN_WINDOWS:
+                    history = max(window, min(train - horizon, max(HISTORY_SEASONS * season, MIN_HISTORY)))
                     return {"window": window, "horizon": horizon, "test_periods": periods, "eval_periods": periods,
                             "seasonality": season, "seasonal_difference": season > 1, "scaling": "window",
-                            "loss": "mae"}
+                            "loss": "mae", "history": history, "combine": list(DEFAULT_COMBINE)}
         horizon //= 2
     return None
 
@@ -420,7 +451,7 @@ class Forecasting(Task):
     def history_length(self) -> int:
         """Raw steps a forecast reads: the window, plus one season to difference it (series scaling)."""
         if self.options.scaling == "window":
-            return self.options.window
+            return self.options.history or self.options.window
         return self.options.window + (self.lag or 0)
 
     # ---- ingest ---------------------------------------------------------
@@ -493,12 +524,13 @@ class Forecasting(Task):
         options = self.options
         for name, group in groups:
             n_train = len(group) - options.test_periods - options.eval_periods
-            needed = max(self.history_length, options.seasonality) + options.horizon
+            read = options.window if options.scaling == "window" else self.history_length
+            needed = max(read, options.seasonality) + options.horizon
             if n_train < needed:
                 raise SourceError(
                     f"{origin}{f' (series {name!r})' if key else ''}: {len(group)} periods leave {n_train} for "
                     f"training after test_periods={options.test_periods} and eval_periods={options.eval_periods}; "
-                    f"one training forecast needs {needed} (history of {self.history_length}, "
+                    f"one training forecast needs {needed} (window of {read}, "
                     f"horizon {options.horizon})."
                 )
             n_eval = n_train + options.eval_periods
@@ -556,6 +588,7 @@ class Forecasting(Task):
             "seasonal_difference": self.options.seasonal_difference,
             "scaling": self.options.scaling,
             "loss": self.options.loss,
+            "combine": list(self.options.combine),
             "series": (schema.get("series") or {}).get("name"),
             "history_length": schema["history"]["length"],
             "mean": acc["mean"],
@@ -594,6 +627,13 @@ class Forecasting(Task):
 
     def raw_inputs(self, frame, transform):
         return raw_inputs(frame, transform)
+
+    def predict_outputs(self, model, frame, transform) -> np.ndarray:
+        """The serving model's forecasts, averaged with the statistical ones `combine` names (fitted in Python)."""
+        histories = self.raw_inputs(frame, transform)
+        network = np.asarray(model.predict(histories, verbose=0)) if len(histories) else np.zeros(
+            (0, transform["horizon"]))
+        return combined_forecasts(network, histories.astype("float64"), transform)
 
     def outputs_frame(self, outputs, transform, index=None) -> pd.DataFrame:
         outputs = np.asarray(outputs, "float64")

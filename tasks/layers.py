@@ -235,6 +235,25 @@ class WindowScale(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tasks")
+class LastSteps(keras.layers.Layer):
+    """Raw history `[rows, length]` → its last `steps` values: the network's window out of a longer history
+    that the statistical forecasts combined with it read whole."""
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = int(steps)
+
+    def call(self, history):
+        return history[:, -self.steps :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.steps)
+
+    def get_config(self):
+        return {**super().get_config(), "steps": self.steps}
+
+
+@keras.saving.register_keras_serializable(package="tasks")
 class WindowUnscale(keras.layers.Layer):
     """Network outputs and the raw history → forecasts: `base + output · scale`.
 

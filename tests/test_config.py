@@ -54,7 +54,7 @@ def test_unknown_task_option_lists_that_task_type_options(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("data: {source: sklearn:iris}\ntask: {type: forecasting, time_column: month, windw: 3}\n")
     with pytest.raises(ConfigError, match=r"task.forecasting.windw: unknown key \(did you mean 'window'\?\); "
-                                          r"valid keys: backtest_origins, eval_periods, horizon"):
+                                          r"valid keys: backtest_origins, combine, eval_periods, history, horizon"):
         load_config(str(recipe))
 
 

@@ -110,7 +110,7 @@ def test_a_dated_numeric_series_is_a_forecast_with_its_frequency(tmp_path):
     task = inferred.recipe["task"]
     assert task == {"type": "forecasting", "time_column": "day", "window": 28, "horizon": 14, "test_periods": 27,
                     "eval_periods": 27, "seasonality": 7, "seasonal_difference": True, "scaling": "window",
-                    "loss": "mae"}
+                    "loss": "mae", "history": 200 - 2 * 27 - 14, "combine": ["auto_ets", "auto_theta"]}
     assert inferred.recipe["model"]["name"] == "mlp"
     assert [c.role for c in inferred.columns] == ["time", "label"]
 

@@ -14,7 +14,15 @@ from components.evaluate import bless
 from data.sources import RawData
 from pipeline.config import Forecasting as Options
 from tasks import backtest
-from tasks.forecasting import HISTORY, Forecasting, base_forecast, default_settings, level_and_scale, windows
+from tasks.forecasting import (
+    HISTORY,
+    Forecasting,
+    base_forecast,
+    build_serving_model,
+    default_settings,
+    level_and_scale,
+    windows,
+)
 from tasks.layers import WindowScale, WindowUnscale
 from tasks.serving import Predictor
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
@@ -80,10 +88,12 @@ def test_bless_requires_beating_seasonal_naive_on_mase_and_reports_the_gap_to_au
 def test_default_settings_follow_frequency_and_length_only():
     assert default_settings(12, 144) == {"window": 24, "horizon": 12, "test_periods": 23, "eval_periods": 23,
                                          "seasonality": 12, "seasonal_difference": True, "scaling": "window",
-                                         "loss": "mae"}
+                                         "loss": "mae", "history": 144 - 2 * 23 - 12,
+                                         "combine": ["auto_ets", "auto_theta"]}
     quarterly, weekly = default_settings(4, 89), default_settings(52, 2284)
     assert (quarterly["horizon"], quarterly["window"], quarterly["test_periods"]) == (8, 16, 15)
-    assert (weekly["horizon"], weekly["window"]) == (13, 104)
+    assert (weekly["horizon"], weekly["window"], weekly["history"]) == (13, 104, 20 * 52)
+    assert default_settings(12, 732)["history"] == 240
     assert default_settings(12, 40) is None
     for season, rows in [(12, 144), (4, 89), (52, 2284), (12, 60), (1, 40), (7, 100)]:
         Options(type="forecasting", time_column="t", **default_settings(season, rows))  # each one validates
@@ -108,6 +118,33 @@ def test_window_scaling_layers_match_numpy_and_zero_output_is_seasonal_naive():
     flat = keras.ops.convert_to_numpy(WindowUnscale(12, False)([np.zeros((1, 3), "float32"),
                                                                 history[:1].astype("float32")]))
     np.testing.assert_allclose(flat[0], np.full(3, history[0, -1]))
+
+
+def test_served_forecast_reads_the_last_window_and_averages_the_statistical_forecasts():
+    """A history longer than the window: the network sees its last window only, and the served forecast is
+    the mean of the network's and AutoETS's and AutoTheta's fitted on the whole history."""
+    task = Forecasting(Options(type="forecasting", time_column="t", window=24, horizon=12, test_periods=23,
+                               eval_periods=23, seasonality=12, seasonal_difference=True, scaling="window",
+                               loss="mae", history=60, combine=["auto_ets", "auto_theta"]))
+    transform = {"window": 24, "horizon": 12, "seasonality": 12, "seasonal_difference": True, "scaling": "window",
+                 "history_length": task.history_length, "combine": ["auto_ets", "auto_theta"]}
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 1))
+    network = keras.Model(inputs, keras.layers.Dense(12)(keras.layers.Flatten()(inputs)))
+    serving = build_serving_model(network, transform)
+    y = airline()
+    history = np.stack([y[i : i + 60] for i in (0, 30, 60)])
+    windowed = build_serving_model(network, {**transform, "history_length": 24})
+    network_only = np.asarray(windowed.predict(history[:, -24:].astype("float32"), verbose=0), "float64")
+    np.testing.assert_allclose(serving.predict(history.astype("float32"), verbose=0), network_only, rtol=1e-5)
+    served = task.predict_outputs(serving, pd.DataFrame({HISTORY: list(history)}), transform)
+    statistical = [backtest.statistical(h, 12, 12) for h in history.astype("float32").astype("float64")]
+    expected = np.mean([network_only, *[np.stack([s[n] for s in statistical]) for n in ("auto_ets", "auto_theta")]],
+                       axis=0)
+    np.testing.assert_allclose(served, expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="history=12 needs scaling: window and at least window=24"):
+        Options(type="forecasting", time_column="t", window=24, horizon=12, test_periods=23, eval_periods=23,
+                seasonality=12, scaling="window", history=12)
 
 
 # ---- many series -------------------------------------------------------------
