@@ -64,7 +64,9 @@ def main(point: str, argv: list[str]) -> int:
 
         module.run = run_then_die
     else:
-        log_epoch = mlflow.keras.MlflowCallback.on_epoch_end
+        from components.callbacks import EpochMlflowCallback
+
+        log_epoch = EpochMlflowCallback.on_epoch_end
         injected = []
 
         def log_then_fault(self, epoch, logs=None):
@@ -78,7 +80,7 @@ def main(point: str, argv: list[str]) -> int:
                 injected.append(epoch)
                 outage(json.loads(os.environ["FAULT_SERVER"]))
 
-        mlflow.keras.MlflowCallback.on_epoch_end = log_then_fault
+        EpochMlflowCallback.on_epoch_end = log_then_fault
 
     from pipeline.cli import main as cli
 
