@@ -5,9 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 NOTF_VENV := .venv-notf
 UV_VERSION := 0.13.8
+SCREENSHOT_TOOLS ?= $(HOME)/.cache/keras-pipeline-screenshots
 export MPLBACKEND := Agg
 
-.PHONY: run test lock bench results docs clean ui postgresql
+.PHONY: run test lock bench results docs clean ui postgresql screenshots
 
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set, as on CI, every
 # process would otherwise compile TensorFlow, Beam and MLflow from source on import.
@@ -70,6 +71,13 @@ results: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(PY) -m keras_models.index
 	$(PY) -m keras_models.catalogue > docs/models.md
+
+# MLflow UI pages after a fresh Iris run, captured with headless Chromium into docs/images/ (not part of `make
+# test`). Needs Debian's chromium and nodejs; playwright-core, which drives Chromium, is installed once into $(SCREENSHOT_TOOLS).
+screenshots: $(VENV)/.installed
+	@command -v chromium >/dev/null && command -v npm >/dev/null || { echo "error: install Debian's chromium and npm (apt-get install -y chromium npm, as root)" >&2; exit 1; }
+	@test -d $(SCREENSHOT_TOOLS)/node_modules/playwright-core || npm install --silent --no-audit --no-fund --prefix $(SCREENSHOT_TOOLS) playwright-core
+	NODE_PATH=$(SCREENSHOT_TOOLS)/node_modules $(PY) tools/screenshots.py
 
 ui: $(VENV)/.installed
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
