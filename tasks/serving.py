@@ -129,6 +129,10 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
     packages = ("keras", "tensorflow-cpu", *(("jax",) if backend == "jax" else ()),
                 "numpy", "pandas", "pydantic", "scikit-learn")
     requirements = [f"{name}=={versions[name]}" for name in packages if name in versions]
+    if predictor.transform.get("combine"):  # forecasts averaged with statsforecast's, fitted at serving time
+        from importlib.metadata import version
+
+        requirements.append(f"statsforecast=={version('statsforecast')}")
     with tempfile.TemporaryDirectory() as staging:
         return mlflow.pyfunc.log_model(
             name="model",
