@@ -16,7 +16,8 @@ def test_mlflow_run_logs_the_pipeline_into_the_recipes_experiment(tmp_path):
     # As after `source .venv/bin/activate`: the entry point's `python` is this environment's.
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):  # left by mlflow.set_experiment
+        env.pop(name, None)
     result = subprocess.run(
         [str(Path(sys.executable).parent / "mlflow"), "run", ".", "--env-manager", "local", "-P", "recipe=iris_mlp",
          "-P", "epochs=2", "-P", "tuner=none", "-P", f"output_dir={tmp_path / 'artifacts'}"],
