@@ -80,8 +80,8 @@ def _beam_search_one(model, source, beam_width, max_len, length_penalty):
             (finished if tokens[-1] == END_ID else live).append((tokens, score))
         if len(finished) >= beam_width or not live:
             break
-    finished.extend(live)  # hypotheses cut at max_len compete too
-    best, _ = max(finished, key=lambda c: c[1] / _length_penalty(len(c[0]), length_penalty))
+    # An open prefix's score lacks its ending, so it only stands in when nothing finished.
+    best, _ = max(finished or live, key=lambda c: c[1] / _length_penalty(len(c[0]), length_penalty))
     return list(best)
 
 
@@ -93,8 +93,9 @@ def beam_search_decode(
     A hypothesis that emits `END_ID` leaves the beam as finished; the search
     stops once `beam_width` hypotheses have finished, no prefix is left, or
     `max_len` tokens were generated. The result is the finished hypothesis with
-    the best `log p / ((5 + length) / 6) ** length_penalty` (Wu et al. 2016).
-    With `beam_width=1` this is greedy decoding.
+    the best `log p / ((5 + length) / 6) ** length_penalty` (Wu et al. 2016);
+    the open prefixes compete, on the same score, only when no hypothesis
+    finished within `max_len` tokens. With `beam_width=1` this is greedy decoding.
 
     Args:
         model: a seq2seq model taking `{"source", "target_in"}`.

@@ -113,9 +113,9 @@ def build_model(
     """Builds model `name` for the given specs; unset hyperparameters take their defaults."""
     entry = get_entry(name)
     check_hparams(name, hparams)
-    if output_spec.task not in entry.tasks:
+    if output_spec.head not in entry.tasks:
         raise ValueError(
-            f"Model {name!r} has no head for task {output_spec.task!r}; "
+            f"Model {name!r} has no head for task {output_spec.head!r}; "
             f"it supports: {', '.join(entry.tasks)}."
         )
     return entry.builder(input_spec, output_spec, **hparams)
