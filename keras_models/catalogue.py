@@ -44,7 +44,7 @@ def _space(entry: ModelEntry) -> str:
 
 def _params(entry: ModelEntry) -> tuple[str, str]:
     description, input_spec, output_spec = EXAMPLE_SPECS.get(entry.family, EXAMPLE_SPECS["dense"])
-    if output_spec.task not in entry.tasks:
+    if output_spec.head not in entry.tasks:
         output_spec = OutputSpec(entry.tasks[0], output_spec.units, output_spec.vocab_size or input_spec.vocab_size)
     return f"{count_parameters(entry.name, input_spec, output_spec):,}", description
 

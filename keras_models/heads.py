@@ -13,13 +13,13 @@ from keras_models.specs import OutputSpec
 
 def task_head(x, output_spec: OutputSpec, name: str = "head"):
     """Maps features `x` to the output of `output_spec`'s task."""
-    if output_spec.task == "classification":
+    if output_spec.head == "classification":
         return keras.layers.Dense(
             output_spec.units, activation="softmax", dtype="float32", name=name
         )(x)
-    if output_spec.task in ("regression", "forecasting"):
+    if output_spec.head in ("regression", "forecasting"):
         return keras.layers.Dense(output_spec.units, dtype="float32", name=name)(x)
-    raise ValueError(f"No generic head for task {output_spec.task!r}.")
+    raise ValueError(f"No generic head for task {output_spec.head!r}.")
 
 
 def require_range(name: str, value, low, high, *, model: str) -> None:

@@ -407,10 +407,10 @@ def _stacked_recurrent(
     require_range("units", units, 1, 4096, model=name)
     require_range("num_layers", num_layers, 1, 8, model=name)
     require_range("dropout", dropout, 0.0, 0.9, model=name)
-    if bidirectional and output_spec.task != "classification":
+    if bidirectional and output_spec.head != "classification":
         raise ValueError(
             f"Hyperparameter bidirectional=True of model {name!r} is for classification only; "
-            f"{output_spec.task} models read the series causally, left to right."
+            f"{output_spec.head} models read the series causally, left to right."
         )
     inputs, x = _sequence_input(input_spec, name, embedding_dim, mask_zero=True)
     for i in range(num_layers):

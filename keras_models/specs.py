@@ -1,4 +1,4 @@
-"""What a model is built for: the shape of its inputs and the task of its head.
+"""What a model is built for: the shape of its inputs and the kind of its head.
 
 The pipeline derives both from the data's schema, so a builder never reads a
 dataset; the same builder serves the trainer, the tuner and the tests.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Task = Literal["classification", "regression", "forecasting", "seq2seq", "masked_lm"]
+Head = Literal["classification", "regression", "forecasting", "seq2seq", "masked_lm"]
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,14 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """The task of the model's head.
+    """The model's head: its kind and its width.
 
     Args:
-        task: one of `classification`, `regression`, `forecasting`, `seq2seq`, `masked_lm`.
+        head: the kind of head, one of `classification`, `regression`, `forecasting`, `seq2seq`, `masked_lm`.
         units: classes for classification, outputs for regression, horizon for forecasting.
         vocab_size: target vocabulary for `seq2seq` and `masked_lm`.
     """
 
-    task: Task
+    head: Head
     units: int = 1
     vocab_size: int | None = None

@@ -147,7 +147,7 @@ def _text_model(name, encoder, input_spec, output_spec, *, d_model, dropout, poo
     """Puts the classification or masked-LM head on `encoder`."""
     token_ids = keras.Input(shape=input_spec.shape, dtype="int32", name="token_ids")
     sequence = encoder(token_ids)
-    if output_spec.task == "masked_lm":
+    if output_spec.head == "masked_lm":
         vocab_size = output_spec.vocab_size or input_spec.vocab_size
         # BERT's prediction transform. The projection to the vocabulary is its
         # own Dense (untied from the token embedding): a layer shared between the
@@ -171,7 +171,7 @@ def _text_model(name, encoder, input_spec, output_spec, *, d_model, dropout, poo
         )(pooled)
         pooled = keras.layers.Dropout(dropout, name="pooler_dropout")(pooled)
         outputs = task_head(pooled, output_spec)
-    return keras.Model(token_ids, outputs, name=f"{name}_{output_spec.task}")
+    return keras.Model(token_ids, outputs, name=f"{name}_{output_spec.head}")
 
 
 def _embeddings(input_spec, *, d_model, max_len, dropout, projection: bool):

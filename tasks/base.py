@@ -95,7 +95,7 @@ class Task:
     """Defaults shared by the task types; each subclass overrides what its data needs."""
 
     name: ClassVar[str]
-    head: ClassVar[str]  # the `OutputSpec.task` of the model's head
+    head: ClassVar[str]  # the `OutputSpec.head` of the model
     primary_metric: ClassVar[str]  # compared with the baseline for the blessing
     error_metrics: ClassVar[frozenset[str]] = frozenset()  # lower is better
 
