@@ -69,7 +69,7 @@ results: $(VENV)/.installed
 	$(PY) -m bench.results $(ARGS)
 
 docs: $(VENV)/.installed
-	$(PY) -m keras_models.index
+	$(PY) -m keras_models.registry
 	$(PY) -m keras_models.catalogue > docs/models.md
 
 # MLflow UI pages after a fresh Iris run, captured with headless Chromium into docs/images/ (not part of `make

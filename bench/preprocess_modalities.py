@@ -47,7 +47,8 @@ def examples(recipe: str, copies: int, work: Path) -> Path:
     import mlflow
 
     from components import ingest
-    from components.artifact_io import split_files, write_split
+    from components.artifact_io import write_split
+    from data.splits import split_files
     from pipeline.config import load_config
 
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
@@ -119,15 +120,14 @@ def run_measurement(kind: str, recipe: str, examples: Path, output: Path, worker
 
 
 def sorted_rows(directory: Path, split: str, transform: dict) -> np.ndarray:
-    """A split's transformed rows as bytes, sorted; images as the raw pixels their normalisation came from."""
+    """A split's transformed rows as bytes, sorted; images as their stored pixels."""
+    from components.artifact_io import table_columns
+
     table = pq.read_table(directory / "transformed" / split)
-    features = table.column(0).combine_chunks()
-    matrix = features.flatten().to_numpy().reshape(len(features), -1)
+    matrix = table_columns(table.select([0]))[table.column_names[0]]
+    matrix = matrix.reshape(len(matrix), -1)
     if "image" in transform:
-        spec = transform["image"]
-        channels = spec["shape"][-1]
-        pixels = matrix.reshape(len(matrix), -1, channels) * np.sqrt(spec["variance"]) + spec["mean"]
-        matrix = np.rint(pixels).reshape(len(matrix), -1).astype("int32")
+        matrix = matrix.view(transform["image"]["dtype"]).astype("int32")
     rows = np.hstack([matrix.astype("<i4"), table.column(1).to_numpy().astype("<i4")[:, None]])
     return np.sort(np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1] * 4))).ravel())
 

@@ -1,4 +1,7 @@
-"""Reading the artifacts components exchange: JSON files and Parquet splits."""
+"""Reading and writing the artifacts components exchange: JSON files and Parquet splits.
+
+The split readers that tasks need too are in `data.splits`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from data.splits import split_files
 
 
 def read_json(path: Path) -> Any:
@@ -23,13 +28,6 @@ ROW_GROUP_BYTES = 64 * 2**20
 def write_split(table: pa.Table, path: Path) -> None:
     rows = max(1, ROW_GROUP_BYTES * table.num_rows // max(table.nbytes, 1))
     pq.write_table(table, path, row_group_size=rows)
-
-
-def split_files(split_dir: Path) -> list[Path]:
-    files = sorted(Path(split_dir).glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"No Parquet files in {split_dir}.")
-    return files
 
 
 def table_columns(table: pa.Table) -> dict[str, np.ndarray]:
@@ -48,14 +46,6 @@ def table_columns(table: pa.Table) -> dict[str, np.ndarray]:
 def read_columns(split_dir: Path) -> dict[str, np.ndarray]:
     """All Parquet files of a split directory as numpy columns (list columns as 2-D arrays)."""
     return table_columns(pq.ParquetDataset(split_files(split_dir)).read())
-
-
-def read_frame(split_dir: Path, rows: int | None = None):
-    """A split as ingest wrote it, as a DataFrame (list columns hold numpy arrays); its first `rows` rows if given."""
-    if rows is None:
-        return pq.ParquetDataset(split_files(split_dir)).read().to_pandas()
-    first = next(pq.ParquetFile(split_files(split_dir)[0]).iter_batches(batch_size=rows), None)
-    return pa.Table.from_batches([first]).to_pandas()
 
 
 def load_transformed(preprocess_dir: Path, split: str, task) -> tuple[Any, Any, dict[str, Any]]:

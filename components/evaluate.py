@@ -16,14 +16,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from components.artifact_io import read_frame, read_json
+from components.artifact_io import read_json
+from data.splits import read_frame
 from components.base import ComponentSpec
 
 SPEC = ComponentSpec(
     name="evaluate",
     inputs=("ingest", "preprocess", "train"),
     config_sections=("evaluate", "name", "model", "task"),
-    code=("components/evaluate.py", "components/base.py", "components/artifact_io.py", "tasks"),
+    code=("components/evaluate.py", "components/base.py", "components/artifact_io.py", "data/splits.py", "tasks"),
     description="Test metrics against a baseline, plots, blessing, Model Registry alias.",
 )
 

@@ -30,7 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.artifact_io import split_files, table_columns
+from components.artifact_io import table_columns
+from data.splits import split_files
 
 
 def array_bytes(split_dir: Path, task, transform: dict[str, Any], sample_rows: int = 256) -> int:

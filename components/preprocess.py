@@ -32,14 +32,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
-from components.artifact_io import ROW_GROUP_BYTES, read_json, split_files
+from components.artifact_io import ROW_GROUP_BYTES, read_json
+from data.splits import split_files
 from components.base import ComponentSpec, RunnerUnreachableError
 
 SPEC = ComponentSpec(
     name="preprocess",
     inputs=("ingest",),
     config_sections=("preprocess", "task"),
-    code=("components/preprocess.py", "components/artifact_io.py", "components/base.py", "tasks"),
+    code=("components/preprocess.py", "components/artifact_io.py", "data/splits.py", "components/base.py", "tasks"),
     description="Beam full-pass statistics on train (moments, vocabularies), applied to all splits.",
 )
 SPLITS = ("train", "eval", "test")

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.artifact_io import load_transformed, read_frame, read_json
+from components.artifact_io import load_transformed, read_json
+from data.splits import read_frame
 from components.base import ComponentSpec
 
 SPEC = ComponentSpec(
@@ -26,7 +27,7 @@ SPEC = ComponentSpec(
     optional_inputs=("tune",),
     config_sections=("model", "train", "task", "seed"),
     code=("components/train.py", "components/distribution.py", "components/base.py", "components/callbacks.py",
-          "components/artifact_io.py", "components/input_pipeline.py", "keras_models", "tasks"),
+          "components/artifact_io.py", "data/splits.py", "components/input_pipeline.py", "keras_models", "tasks"),
     resumable=True,
     description="Fit the registry model with early stopping and BackupAndRestore; export it with its preprocessing.",
 )

@@ -28,7 +28,7 @@ SPEC = ComponentSpec(
     inputs=("preprocess",),
     config_sections=("model", "tune", "train.batch_size", "train.strategy", "task", "seed"),
     code=("components/tune.py", "components/tuning_cluster.py", "components/distribution.py",
-          "components/base.py", "components/callbacks.py", "components/artifact_io.py",
+          "components/base.py", "components/callbacks.py", "components/artifact_io.py", "data/splits.py",
           "components/input_pipeline.py", "keras_models", "tasks"),
     resumable=True,
     description="Keras Tuner search (random, bayesian, hyperband); each trial a nested MLflow run.",

@@ -4,7 +4,7 @@ A recipe is checked against it when it loads, and `--help` lists it, before
 anything imports Keras (and with it TensorFlow: seconds of start-up, and
 more in every Beam worker). `index.json` is written from the registry,
 
-    python -m keras_models.index
+    python -m keras_models.registry
 
 and a test keeps the two equal.
 """
@@ -103,15 +103,3 @@ def index_of(entries) -> dict[str, dict[str, Any]]:
         e.name: {"family": e.family, "tasks": list(e.tasks), "defaults": e.defaults, "paper": e.paper}
         for e in sorted(entries, key=lambda e: e.name)
     }
-
-
-def main() -> None:
-    from keras_models import registry
-
-    entries = index_of(registry.list_models())
-    INDEX_PATH.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {INDEX_PATH} ({len(entries)} models)")
-
-
-if __name__ == "__main__":
-    main()

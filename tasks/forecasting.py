@@ -648,7 +648,7 @@ class Forecasting(Task):
         MASE, sMAPE, RMSE and MAE; the baseline the blessing requires beating
         is seasonal naive; naive, drift, AutoETS and AutoTheta are references.
         """
-        from components.artifact_io import read_frame
+        from data.splits import read_frame
         from tasks import backtest
 
         transform = predictor.transform

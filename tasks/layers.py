@@ -10,8 +10,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tasks.series import EPSILON as SERIES_EPSILON
-
 
 @keras.saving.register_keras_serializable(package="tasks")
 class FillMissing(keras.layers.Layer):
@@ -43,7 +41,7 @@ class SeriesZNormalization(keras.layers.Layer):
         epsilon: a standard deviation below this leaves the channel centred but unscaled.
     """
 
-    def __init__(self, epsilon: float = SERIES_EPSILON, **kwargs):
+    def __init__(self, epsilon: float, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
 

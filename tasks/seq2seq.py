@@ -356,7 +356,7 @@ class Seq2Seq(Task):
     # ---- evaluate ---------------------------------------------------------------
 
     def evaluate(self, predictor, test, ingest_dir, output, config) -> Evaluation:
-        from components.artifact_io import read_frame
+        from data.splits import read_frame
 
         transform = predictor.transform
         source, target = transform["source"]["name"], transform["target"]["name"]

@@ -162,7 +162,7 @@ def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> kera
     spec = transform["series"]
     series = keras.Input(shape=(None, spec["channels"]), name="series", dtype="float32")
     length = keras.Input(shape=(), name="length", dtype="int32")
-    x = SeriesZNormalization(name="znormalize")([series, length]) if spec["znormalize"] else series
+    x = SeriesZNormalization(EPSILON, name="znormalize")([series, length]) if spec["znormalize"] else series
     x = PadSeries(spec["length"], spec["padding"], spec["mask_channel"], name="pad")([x, length])
     return keras.Model({"series": series, "length": length}, network(x), name=f"serving_{network.name}")
 

@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from components.artifact_io import load_transformed, read_columns, read_json, split_files
+from components.artifact_io import load_transformed, read_columns, read_json
+from data.splits import split_files
 from pipeline.artifacts import check_outputs
 from tasks import get_task
 from tests.helpers import config_for, free_port, run_component, run_train, use_mlflow_store

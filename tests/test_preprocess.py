@@ -126,7 +126,7 @@ class PidRecordingTask:
 def test_two_worker_processes_share_each_split(tmp_path, local_mlflow, monkeypatch):
     """The train split's row groups are dealt to both workers: each transforms and writes its own part files."""
     import tasks
-    from components.artifact_io import split_files
+    from data.splits import split_files
 
     pids = tmp_path / "pids"
     pids.mkdir()

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import mlflow
 
-from components.artifact_io import read_frame
+from data.splits import read_frame
 
 model = mlflow.pyfunc.load_model(sys.argv[1])
 test = read_frame(next(Path(sys.argv[2]).glob("*/test")))

@@ -11,7 +11,7 @@ from pipeline.config import ConfigError, load_config
 def test_index_matches_the_registry():
     written = json.loads(index.INDEX_PATH.read_text())
     live = json.loads(json.dumps(index.index_of(registry.list_models())))
-    assert written == live, "keras_models/index.json is stale: run `python -m keras_models.index`"
+    assert written == live, "keras_models/index.json is stale: run `python -m keras_models.registry`"
 
 
 def test_recipe_checks_use_the_index():

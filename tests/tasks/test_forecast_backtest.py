@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.artifact_io import read_columns, read_frame
+from components.artifact_io import read_columns
+from data.splits import read_frame
 from components.evaluate import bless
 from data.sources import RawData
 from pipeline.config import Forecasting as Options

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from components.artifact_io import read_columns, read_frame
+from components.artifact_io import read_columns
+from data.splits import read_frame
 from data.sources import SourceError
 from pipeline.config import DataConfig
 from pipeline.config import Forecasting as Options

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.artifact_io import read_columns, read_frame, read_json
+from components.artifact_io import read_columns, read_json
+from data.splits import read_frame
 from data.sources import SourceError, read_source
 from data.tfds_builders.mnist_subset import DATA_DIR, TEST_IMAGES, TEST_LABELS, TRAIN_CSV, read_idx
 from pipeline.config import DataConfig, ImageClassification as ImageOptions

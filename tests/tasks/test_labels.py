@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.artifact_io import read_frame, read_json
+from components.artifact_io import read_json
+from data.splits import read_frame
 from data.sources import RawData
 from tasks.classification import canonical_label, label_schema, label_spec, probabilistic_metrics
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store

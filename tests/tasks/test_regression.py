@@ -59,7 +59,8 @@ def test_reference_metrics_are_logged_to_mlflow(diabetes):
 def test_the_served_model_answers_in_original_units(diabetes):
     import keras
 
-    from components.artifact_io import load_transformed, read_frame
+    from components.artifact_io import load_transformed
+    from data.splits import read_frame
     from tasks.serving import Predictor
 
     root, config = diabetes
