@@ -61,10 +61,13 @@ def _length_penalty(length: int, alpha: float) -> float:
 
 
 def _beam_search_one(model, source, beam_width, max_len, length_penalty):
+    def normalised(hypothesis):
+        return hypothesis[1] / _length_penalty(len(hypothesis[0]), length_penalty)
+
     sources = np.repeat(source[None], beam_width, axis=0)
     target_in = np.full((beam_width, max_len), PAD_ID, dtype="int32")
     target_in[:, 0] = START_ID
-    live = [((), 0.0)]  # (tokens, log-probability) of the unfinished hypotheses
+    live = [((), 0.0)]  # (tokens, log-probability) of the open prefixes, best first
     finished = []
     for step in range(max_len):
         for row, (tokens, _) in enumerate(live):
@@ -76,12 +79,20 @@ def _beam_search_one(model, source, beam_width, max_len, length_penalty):
                 candidates.append((tokens + (int(token),), score + log_probs[row, token]))
         candidates.sort(key=lambda c: -c[1])
         live = []
-        for tokens, score in candidates[:beam_width]:
-            (finished if tokens[-1] == END_ID else live).append((tokens, score))
-        if len(finished) >= beam_width or not live:
+        for candidate in candidates:
+            if candidate[0][-1] == END_ID:
+                finished.append(candidate)
+            elif len(live) < beam_width:
+                live.append(candidate)
+        if not live:
+            break
+        # A prefix's log-probability only falls as it grows, so its best normalised score is
+        # bounded by dividing by the largest penalty it can still reach.
+        reachable = max(_length_penalty(step + 2, length_penalty), _length_penalty(max_len, length_penalty))
+        if finished and max(map(normalised, finished)) >= live[0][1] / reachable:
             break
     # An open prefix's score lacks its ending, so it only stands in when nothing finished.
-    best, _ = max(finished or live, key=lambda c: c[1] / _length_penalty(len(c[0]), length_penalty))
+    best, _ = max(finished or live, key=normalised)
     return list(best)
 
 
@@ -90,12 +101,14 @@ def beam_search_decode(
 ):
     """Beam search: keeps the `beam_width` most probable prefixes at every step.
 
-    A hypothesis that emits `END_ID` leaves the beam as finished; the search
-    stops once `beam_width` hypotheses have finished, no prefix is left, or
-    `max_len` tokens were generated. The result is the finished hypothesis with
-    the best `log p / ((5 + length) / 6) ** length_penalty` (Wu et al. 2016);
-    the open prefixes compete, on the same score, only when no hypothesis
-    finished within `max_len` tokens. With `beam_width=1` this is greedy decoding.
+    A hypothesis that emits `END_ID` leaves the beam as finished, and the beam
+    keeps `beam_width` open prefixes. The search stops once no open prefix can
+    still reach a better score than the best finished hypothesis, no prefix is
+    left, or `max_len` tokens were generated. The result is the finished
+    hypothesis with the best `log p / ((5 + length) / 6) ** length_penalty`
+    (Wu et al. 2016); the open prefixes compete, on the same score, only when
+    no hypothesis finished within `max_len` tokens. With `beam_width=1` this is
+    greedy decoding.
 
     Args:
         model: a seq2seq model taking `{"source", "target_in"}`.
