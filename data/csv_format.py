@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from data.sources import SourceError, rejected_rows
+from data.errors import SourceError, rejected_rows
 
 log = logging.getLogger("data")
 

@@ -27,20 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data.errors import SourceError, rejected_rows
+
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 DATA_ROOT = Path(__file__).resolve().parent
-
-
-class SourceError(ValueError):
-    """A source that cannot be read, with the file, row or column at fault."""
-
-
-REJECTED_COLUMNS = ["source", "row", "column", "value", "reason"]
-
-
-def rejected_rows(records: list[dict] | None = None) -> pd.DataFrame:
-    """Rejected rows, one problem each; `row` is a CSV's row number (the header is row 1), else the position from 0."""
-    return pd.DataFrame(records or [], columns=REJECTED_COLUMNS)
 
 
 @dataclass(frozen=True)
