@@ -225,7 +225,7 @@ def token_task():
 
 
 def _fixed_lists(values, pa):
-    """`(rows, width)` → a fixed-size list column, as the transforms write token ids and images."""
+    """`(rows, width)` → a fixed-size list column, as the transforms write token ids."""
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
@@ -251,17 +251,17 @@ def synthetic_split(case: Case, shapes: Shapes, rows: int, rng):
         return {"name": "label", "classes": [f"class_{i}" for i in range(classes)]}
 
     if case.data == "image":
-        from tasks.image import ImageClassification
+        from tasks.image import ImageClassification, binary_column
 
         task = ImageClassification(SimpleNamespace(image_size=None, random_rotation=0.0, random_zoom=0.0,
                                                    random_translation=0.0))
         shape = [shapes.image, shapes.image, 3]
-        transform = {"image": {"name": "image", "shape": shape, "size": shape[:2], "dtype": "float32",
-                               "mean": [0.0] * 3, "variance": [1.0] * 3, "pixel_columns": None},
+        transform = {"image": {"name": "image", "shape": shape, "size": shape[:2], "dtype": "uint8",
+                               "mean": [127.5] * 3, "variance": [74.0**2] * 3, "pixel_columns": None},
                      "label": label_spec(IMAGE_CLASSES)}
-        images = rng.standard_normal((rows, math.prod(shape)), dtype=np.float32)
-        schema = task.output_schema({"image": {"name": "image", "shape": shape}, "label": {"name": "label"}})
-        return task, transform, pa.Table.from_arrays([_fixed_lists(images, pa), labels(IMAGE_CLASSES)], schema=schema)
+        images = rng.integers(0, 256, size=(rows, *shape), dtype=np.uint8)
+        schema = task.output_schema(transform)
+        return task, transform, pa.Table.from_arrays([binary_column(images), labels(IMAGE_CLASSES)], schema=schema)
     if case.data == "tokens":
         task = token_task()
         length = shapes.seq_len

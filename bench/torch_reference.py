@@ -139,8 +139,10 @@ def train_throughput(model: nn.Module, images: np.ndarray, labels: np.ndarray, b
                      steps: int, learning_rate: float = 1e-3, seed: int = 0) -> float:
     """Samples per second over `steps` training steps after `warmup` untimed ones (compilation among them).
 
-    `images` are NHWC float32, as the Keras models take them: a batch copied
-    to the GPU and viewed as NCHW is already channels-last in memory.
+    `images` are NHWC (uint8 pixels as the transformed splits store them, or
+    float32), converted to float32 on the device as the Keras models convert
+    them: a batch copied to the GPU and viewed as NCHW is already
+    channels-last in memory.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device, memory_format=torch.channels_last).train()
@@ -151,7 +153,7 @@ def train_throughput(model: nn.Module, images: np.ndarray, labels: np.ndarray, b
 
     def step(i: int) -> torch.Tensor:
         rows = order[i * batch_size % len(order):][:batch_size]
-        x = torch.from_numpy(images[rows]).to(device, non_blocking=True).permute(0, 3, 1, 2)
+        x = torch.from_numpy(images[rows]).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
         y = torch.from_numpy(targets[rows]).to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             logits = compiled(x)

@@ -30,12 +30,23 @@ def write_split(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, row_group_size=rows)
 
 
+def binary_rows(column: pa.FixedSizeBinaryArray) -> np.ndarray:
+    """A fixed-size binary column as `(rows, bytes)` uint8: a view of the Arrow buffer, no copy."""
+    width = column.type.byte_width
+    if not len(column):
+        return np.zeros((0, width), np.uint8)
+    return np.frombuffer(column.buffers()[1], np.uint8, count=len(column) * width,
+                         offset=column.offset * width).reshape(len(column), width)
+
+
 def table_columns(table: pa.Table) -> dict[str, np.ndarray]:
-    """An Arrow table as numpy columns (list columns as 2-D arrays)."""
+    """An Arrow table as numpy columns (list columns as 2-D arrays, fixed-size binary as 2-D uint8)."""
     columns = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+        if pa.types.is_fixed_size_binary(column.type) and column.null_count == 0:
+            columns[name] = binary_rows(column)
+        elif pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
             values = column.flatten().to_numpy(zero_copy_only=False)
             columns[name] = values.reshape(len(column), -1) if len(column) else values
         else:

@@ -7,12 +7,16 @@ both into one fixed-size list column (uint8 when every pixel is a whole
 number in 0..255, else float32) whose shape is in the schema and in the
 Arrow field's metadata.
 
-The Beam analyzer computes each channel's mean and variance over every
-pixel of the train split (after the optional resize to `image_size`), by
-merging per-batch moments with Chan et al.'s parallel update. The
-transform resizes with the same Keras `Resizing` layer the serving model
-holds and standardises per channel as Keras's `Normalization` does, so the
-exported model fed raw pixels computes what Beam wrote.
+The transform resizes to `image_size` with the same Keras `Resizing`
+layer the serving model holds (rounding back to whole uint8 values) and
+writes each image's pixels as one fixed-size binary value: uint8 bytes,
+or float32 bytes for float sources. The Beam analyzer computes each
+channel's mean and variance over every stored pixel of the train split,
+by merging per-batch moments with Chan et al.'s parallel update. The
+standardisation runs in the model: the trained model starts with a
+`Normalization` layer holding those statistics, so batches travel to the
+device as stored pixels, and the serving model is raw images → the
+transform's resize → the trained model.
 """
 
 from __future__ import annotations
@@ -108,6 +112,30 @@ def resize(images: np.ndarray, size: list[int] | None) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.layers.Resizing(*size)(images))
 
 
+def pixels(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """Raw images → the pixels a transformed split stores: resized, and rounded to uint8 when the source is uint8."""
+    images = np.asarray(images)
+    if list(images.shape[1:3]) == list(spec["size"]) and images.dtype == spec["dtype"]:
+        return images
+    images = resize(images, spec["size"])
+    if spec["dtype"] == "uint8":
+        return np.clip(np.round(images), 0, 255).astype("uint8")
+    return images
+
+
+def binary_column(images: np.ndarray) -> pa.Array:
+    """`(N, ...)` pixels → one fixed-size binary value per image, its bytes in C order (no copy)."""
+    images = np.ascontiguousarray(images)
+    width = images[0].nbytes if len(images) else math.prod(images.shape[1:]) * images.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(images), [None, pa.py_buffer(images)])
+
+
+def decode_pixels(rows: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """A transformed split's image column (`(N, bytes)` uint8, as `table_columns` reads it) → `(N, H, W, C)`."""
+    shape = (*spec["size"], spec["shape"][-1])
+    return np.asarray(rows).view(spec["dtype"]).reshape(-1, *shape)
+
+
 def normalise(images: np.ndarray, mean: list[float], variance: list[float]) -> np.ndarray:
     """Per-channel standardisation, in float32 and with Keras `Normalization`'s floor on the deviation."""
     import keras
@@ -118,8 +146,8 @@ def normalise(images: np.ndarray, mean: list[float], variance: list[float]) -> n
 
 
 def preprocess(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Raw images → the network's inputs: resize, then standardise with the train statistics."""
-    return normalise(resize(images, spec["size"]), spec["mean"], spec["variance"])
+    """Raw images → the zoo network's inputs: the stored pixels, standardised with the train statistics."""
+    return normalise(pixels(images, spec), spec["mean"], spec["variance"])
 
 
 def _merge_moments(acc: dict[str, Any], count: int, mean: np.ndarray, m2: np.ndarray) -> dict[str, Any]:
@@ -139,19 +167,20 @@ class AnalyzeFn:
     It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
     """
 
-    def __init__(self, column: str, shape: list[int], size: list[int] | None, label: str):
-        self.column, self.shape, self.size, self.label = column, shape, size, label
+    def __init__(self, column: str, shape: list[int], size: list[int] | None, label: str, dtype: str = "float32"):
+        self.column, self.shape, self.size, self.label, self.dtype = column, shape, size, label, dtype
 
     def create_accumulator(self):
         channels = self.shape[-1]
         return {"count": 0, "mean": np.zeros(channels), "m2": np.zeros(channels), "labels": Counter()}
 
     def add_input(self, acc, batch: pa.Table):
-        images = resize(arrow_images(batch.column(self.column), self.shape, "train split"), self.size)
-        pixels = images.reshape(-1, self.shape[-1]).astype("float64")
-        if len(pixels):
-            mean = pixels.mean(0)
-            acc = _merge_moments(acc, len(pixels), mean, ((pixels - mean) ** 2).sum(0))
+        images = arrow_images(batch.column(self.column), self.shape, "train split")
+        values = pixels(images, {"size": self.size or self.shape[:2], "dtype": self.dtype})
+        values = values.reshape(-1, self.shape[-1]).astype("float64")
+        if len(values):
+            mean = values.mean(0)
+            acc = _merge_moments(acc, len(values), mean, ((values - mean) ** 2).sum(0))
         acc["labels"].update(count_values(batch.column(self.label)))
         return acc
 
@@ -167,17 +196,39 @@ class AnalyzeFn:
         return acc
 
 
-def build_serving_model(network: keras.Model, transform: dict[str, Any]) -> keras.Model:
-    """Raw images `(H, W, C)` → `Resizing` (when set) → per-channel `Normalization` → `network`."""
+def pixel_model(network: keras.Model, spec: dict[str, Any], augmentation=()) -> keras.Model:
+    """Stored pixels → per-channel `Normalization` (float32, train statistics) → `augmentation` → `network`.
+
+    The model trains and serves on the pixels a transformed split stores,
+    so batches reach the device as uint8 and are standardised there.
+    """
     import keras
+
+    inputs = keras.Input((*spec["size"], spec["shape"][-1]), name=spec["name"], dtype=spec["dtype"])
+    x = keras.layers.Normalization(axis=-1, mean=spec["mean"], variance=spec["variance"], name="normalize",
+                                   dtype="float32")(inputs)
+    if augmentation:
+        x = keras.Sequential(list(augmentation), name="augmentation")(x)
+    return keras.Model(inputs, network(x), name=f"{network.name}_on_pixels")
+
+
+def build_serving_model(model: keras.Model, transform: dict[str, Any]) -> keras.Model:
+    """Raw images `(H, W, C)` → `Resizing` and rounding to the stored pixels (when resized) → `model`.
+
+    `model` is the trained model, which takes stored pixels (`pixel_model`).
+    """
+    import keras
+
+    from tasks.layers import RoundPixels
 
     spec = transform["image"]
     inputs = keras.Input(shape=tuple(spec["shape"]), name=spec["name"], dtype="float32")
     x = inputs
     if list(spec["size"]) != list(spec["shape"][:2]):
         x = keras.layers.Resizing(*spec["size"], name="resize")(x)
-    x = keras.layers.Normalization(axis=-1, mean=spec["mean"], variance=spec["variance"], name="normalize")(x)
-    return keras.Model(inputs, network(x), name=f"serving_{network.name}")
+        if spec["dtype"] == "uint8":
+            x = RoundPixels(name="round_pixels")(x)
+    return keras.Model(inputs, model(x), name=f"serving_{model.name}")
 
 
 def raw_inputs(frame: pd.DataFrame, transform: dict[str, Any]) -> np.ndarray:
@@ -346,7 +397,7 @@ class ImageClassification(ClassificationTask):
 
     def analyzer(self, schema, settings):
         spec = schema["image"]
-        return AnalyzeFn(spec["name"], spec["shape"], self._size(schema), schema["label"]["name"])
+        return AnalyzeFn(spec["name"], spec["shape"], self._size(schema), schema["label"]["name"], spec["dtype"])
 
     def finalize(self, acc, schema, settings) -> dict[str, Any]:
         if acc["count"] == 0:
@@ -364,17 +415,18 @@ class ImageClassification(ClassificationTask):
 
     def transform_batch(self, batch, transform, split):
         spec = transform["image"]
-        images = preprocess(arrow_images(batch.column(spec["name"]), spec["shape"], f"{split} split"), spec)
-        pixels = math.prod(spec["size"]) * spec["shape"][-1]
-        values = pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1), pa.float32()), pixels)
+        images = pixels(arrow_images(batch.column(spec["name"]), spec["shape"], f"{split} split"), spec)
         labels = encode_labels(batch, transform["label"], split)
-        return pa.Table.from_arrays([values, labels], names=[spec["name"], transform["label"]["name"]])
+        return pa.Table.from_arrays([binary_column(images), labels], schema=self.output_schema(transform))
 
     def output_schema(self, schema) -> pa.Schema:
+        """The image as one fixed-size binary value of `height × width × channels` pixels (uint8 or float32)."""
+        spec = schema["image"]
         height, width = self._size(schema)
-        pixels = height * width * schema["image"]["shape"][-1]
+        size = height * width * spec["shape"][-1] * np.dtype(spec["dtype"]).itemsize
         return pa.schema([
-            pa.field(schema["image"]["name"], pa.list_(pa.float32(), pixels)),
+            pa.field(spec["name"], pa.binary(size), metadata={"shape": json.dumps([height, width, spec["shape"][-1]]),
+                                                              "dtype": spec["dtype"]}),
             pa.field(schema["label"]["name"], pa.int64()),
         ])
 
@@ -395,16 +447,12 @@ class ImageClassification(ClassificationTask):
         return layers
 
     def build_model(self, model_name, transform, hparams, learning_rate):
-        """The registry network, behind the augmentation layers when there are any (they only act in `fit`)."""
-        import keras
+        """The registry network behind the pixels' normalisation and the augmentation layers (`pixel_model`).
 
+        The augmentation only acts in `fit`.
+        """
         network = super().build_model(model_name, transform, hparams, learning_rate)
-        layers = self.augmentation()
-        if not layers:
-            return network
-        inputs = keras.Input(network.input_shape[1:], name="images")
-        augmented = keras.Sequential(layers, name="augmentation")(inputs)
-        model = keras.Model(inputs, network(augmented), name=f"augmented_{network.name}")
+        model = pixel_model(network, transform["image"], self.augmentation())
         model.compile(optimizer=network.optimizer, **self.compile_args(transform))
         return model
 
@@ -414,8 +462,8 @@ class ImageClassification(ClassificationTask):
         return InputSpec(shape), OutputSpec("classification", len(transform["label"]["classes"]))
 
     def arrays(self, columns, transform):
-        shape = self.specs(transform)[0].shape
-        x = np.asarray(columns[transform["image"]["name"]], "float32").reshape(-1, *shape)
+        """The stored pixels, uint8 (or float32) `(N, H, W, C)` viewing the column's bytes, and the labels."""
+        x = decode_pixels(columns[transform["image"]["name"]], transform["image"])
         return x, np.asarray(columns[transform["label"]["name"]], "int32")
 
     def serving_example(self, train, transform):

@@ -31,6 +31,14 @@ class FillMissing(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="tasks")
+class RoundPixels(keras.layers.Layer):
+    """Rounds to whole numbers in 0..255, as Beam stores resized uint8 images."""
+
+    def call(self, inputs):
+        return ops.clip(ops.round(inputs), 0, 255)
+
+
+@keras.saving.register_keras_serializable(package="tasks")
 class SeriesZNormalization(keras.layers.Layer):
     """`[series, length]` → each row's channels z-normalised over its own first `length` steps.
 

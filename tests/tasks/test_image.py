@@ -9,12 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.artifact_io import read_columns, read_json
+from components.artifact_io import load_transformed, read_columns, read_json, table_columns
 from data.splits import read_frame
 from data.sources import SourceError, read_source
 from data.tfds_builders.mnist_subset import DATA_DIR, TEST_IMAGES, TEST_LABELS, TRAIN_CSV, read_idx
 from pipeline.config import DataConfig, ImageClassification as ImageOptions
-from tasks.image import AnalyzeFn, ImageClassification, build_serving_model, raw_inputs, resize
+from tasks.image import (AnalyzeFn, ImageClassification, build_serving_model, normalise, pixel_model, pixels,
+                         raw_inputs, resize)
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
 # ---- data -----------------------------------------------------------------
@@ -111,9 +112,14 @@ def test_analyzer_merges_batches_exactly():
     assert merged["labels"] == dict(zip(*np.unique(labels, return_counts=True)))
 
 
+def digits_transform(**image) -> dict:
+    spec = {"name": "image", "shape": [8, 8, 1], "size": [8, 8], "dtype": "float32", "mean": [0.0], "variance": [1.0]}
+    return {"image": {**spec, **image}, "label": {"name": "label", "classes": list("0123456789")}}
+
+
 def test_augmentation_acts_only_in_training(digits):
     options = ImageOptions(type="image_classification", random_translation=0.2, random_rotation=0.1, random_zoom=0.2)
-    transform = {"image": {"shape": [8, 8, 1], "size": [8, 8]}, "label": {"classes": list("0123456789")}}
+    transform = digits_transform()
     model = ImageClassification(options).build_model("lenet", transform, {}, 1e-3)
     augmentation = model.get_layer("augmentation")
     assert [layer.name for layer in augmentation.layers] == ["random_rotation", "random_zoom", "random_translation"]
@@ -121,7 +127,44 @@ def test_augmentation_acts_only_in_training(digits):
     np.testing.assert_allclose(model.predict(images, verbose=0), model.get_layer("lenet").predict(images, verbose=0))
     assert np.abs(np.asarray(augmentation(images, training=True)) - images).max() > 0.1
     plain = ImageClassification(ImageOptions(type="image_classification")).build_model("lenet", transform, {}, 1e-3)
-    assert plain.name == "lenet"
+    assert [layer.name for layer in plain.layers] == ["image", "normalize", "lenet"]
+
+
+def test_the_model_standardises_stored_pixels_with_the_train_statistics(digits):
+    """uint8 pixels go in; the `Normalization` at the head holds Beam's mean and variance and runs in float32."""
+    transform = digits_transform(dtype="uint8", mean=[5.0], variance=[36.0])
+    model = ImageClassification(ImageOptions(type="image_classification")).build_model("lenet", transform, {}, 1e-3)
+    assert model.inputs[0].dtype == "uint8"
+    head = model.get_layer("normalize")
+    np.testing.assert_allclose(np.ravel(head.mean), [5.0])
+    np.testing.assert_allclose(np.ravel(head.variance), [36.0])
+    assert head.dtype_policy.compute_dtype == "float32"
+    images = np.round(digits[0][:16] * 16).astype("uint8")
+    np.testing.assert_allclose(head(images), (images.astype("float32") - 5) / 6, atol=1e-6)
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               model.get_layer("lenet").predict(normalise(images, [5.0], [36.0]), verbose=0),
+                               atol=1e-6)
+
+
+def test_resized_images_are_stored_as_rounded_uint8_bytes():
+    """Sources larger or smaller than `image_size` are resized in the transform and stored as whole pixels."""
+    rng = np.random.default_rng(0)
+    for source, size in (((10, 6, 3), [5, 3]), ((4, 4, 3), [7, 9])):
+        images = rng.integers(0, 256, size=(6, *source), dtype=np.uint8)
+        options = ImageOptions(type="image_classification", image_size=size)
+        task = ImageClassification(options)
+        schema = {"image": {"name": "image", "shape": list(source), "dtype": "uint8"}, "label": {"name": "label"}}
+        transform = {"image": {**schema["image"], "size": size, "mean": [0.0] * 3, "variance": [1.0] * 3},
+                     "label": {"name": "label", "classes": ["a", "b"]}}
+        batch = pa.table({"image": pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), images[0].size),
+                          "label": ["a", "b"] * 3})
+        table = task.transform_batch(batch, transform, "train")
+        assert table.schema == task.output_schema(schema)
+        assert table.schema.field("image").type == pa.binary(size[0] * size[1] * 3)
+        x, y = task.arrays(table_columns(table), transform)
+        assert x.dtype == np.uint8 and x.shape == (6, *size, 3) and y.tolist() == [0, 1] * 3
+        np.testing.assert_array_equal(x, pixels(images, transform["image"]))
+        np.testing.assert_allclose(x, resize(images, size), atol=0.5 + 1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -144,38 +187,78 @@ def test_ingest_stores_images_as_fixed_size_lists(digits_artifacts):
     assert pq.read_schema(root / "ingest" / "test" / "data.parquet").field("label").type == pa.string()
 
 
+def test_transformed_images_are_fixed_size_binary_uint8(digits_artifacts):
+    root, _ = digits_artifacts
+    field = pq.read_schema(next((root / "preprocess" / "transformed" / "train").glob("*.parquet"))).field("image")
+    assert field.type == pa.binary(32 * 32 * 1)
+    assert json.loads(field.metadata[b"shape"]) == [32, 32, 1] and field.metadata[b"dtype"] == b"uint8"
+    transform = read_json(root / "preprocess" / "transform" / "transform.json")
+    x, _, _ = load_transformed(root / "preprocess", "test", ImageClassification(digits_options()))
+    assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 1) and transform["image"]["dtype"] == "uint8"
+
+
 def test_statistics_are_full_pass_over_train_only(digits_artifacts):
     root, _ = digits_artifacts
     transform = read_json(root / "preprocess" / "transform" / "transform.json")
     train = read_columns(root / "ingest" / "train")
-    pixels = resize(train["image"].reshape(-1, 8, 8, 1), [32, 32]).astype("float64")
+    stored = pixels(train["image"].reshape(-1, 8, 8, 1), transform["image"]).astype("float64")
     assert transform["image"]["size"] == [32, 32]
-    assert transform["image"]["mean"] == pytest.approx([pixels.mean()], rel=1e-9)
-    assert transform["image"]["variance"] == pytest.approx([pixels.var()], rel=1e-9)
+    assert transform["image"]["mean"] == pytest.approx([stored.mean()], rel=1e-9)
+    assert transform["image"]["variance"] == pytest.approx([stored.var()], rel=1e-9)
     assert transform["num_train_rows"] == len(train["label"])
-    transformed = read_columns(root / "preprocess" / "transformed" / "train")["image"]
-    assert transformed.shape == (len(train["label"]), 32 * 32)
-    assert abs(transformed.mean()) < 1e-4 and abs(transformed.std() - 1) < 1e-4
+    x, _, _ = load_transformed(root / "preprocess", "train", ImageClassification(digits_options()))
+    np.testing.assert_array_equal(x, stored.astype("uint8"))
+    standardised = np.asarray(pixel_model(identity((32, 32, 1)), transform["image"]).predict(x, verbose=0))
+    assert abs(standardised.mean()) < 1e-4 and abs(standardised.std() - 1) < 1e-4
+
+
+def identity(shape):
+    import keras
+
+    inputs = keras.Input(shape)
+    return keras.Model(inputs, keras.layers.Identity()(inputs), name="identity")
+
+
+def digits_options() -> ImageOptions:
+    return ImageOptions(type="image_classification", pixel_shape=(8, 8, 1), image_size=(32, 32), top_k=3)
 
 
 def test_exported_preprocessing_matches_beam(digits_artifacts):
-    """The serving model's Resizing and Normalization give the pixels Beam wrote: no skew."""
-    import keras
-
+    """The serving model's Resizing and rounding give the pixels Beam stored, then the model standardises them."""
     root, _ = digits_artifacts
     transform = read_json(root / "preprocess" / "transform" / "transform.json")
     raw = read_frame(root / "ingest" / "test")
-    beam = read_columns(root / "preprocess" / "transformed" / "test")["image"].reshape(-1, 32, 32, 1)
-    pixels = keras.Input((32, 32, 1))
-    serving = build_serving_model(keras.Model(pixels, keras.layers.Identity()(pixels)), transform)
+    beam, _, _ = load_transformed(root / "preprocess", "test", ImageClassification(digits_options()))
+    expected = normalise(beam, transform["image"]["mean"], transform["image"]["variance"])
+    serving = build_serving_model(pixel_model(identity((32, 32, 1)), transform["image"]), transform)
     served = serving.predict(raw_inputs(raw, transform), verbose=0)
-    np.testing.assert_allclose(served, beam, atol=1e-5)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
 
     # The source's own flat pixel columns serve as well as the ingested image column.
     flat = pd.DataFrame(np.stack(raw["image"]).astype("float64"), columns=transform["image"]["pixel_columns"])
-    np.testing.assert_allclose(serving.predict(raw_inputs(flat, transform), verbose=0), beam, atol=1e-5)
+    np.testing.assert_allclose(serving.predict(raw_inputs(flat, transform), verbose=0), expected, atol=1e-5)
     with pytest.raises(ValueError, match=r"Input rows lack the image column 'image' or its 64 pixel columns"):
         raw_inputs(flat.drop(columns="pixel_3_3"), transform)
+
+
+def test_serving_on_raw_images_predicts_what_the_trained_model_does(digits_artifacts, tmp_path):
+    """The exported serving model (raw 8×8 images) against the trained model on the transformed split."""
+    import keras
+
+    import tasks.layers  # noqa: F401  (registers the serving layers)
+
+    root, config = digits_artifacts
+    transform = read_json(root / "preprocess" / "transform" / "transform.json")
+    task = ImageClassification(config.task)
+    keras.utils.set_random_seed(0)
+    model = task.build_model("lenet", transform, {}, 1e-3)
+    x, y, _ = load_transformed(root / "preprocess", "train", task)
+    model.fit(x[:256], y[:256], epochs=1, batch_size=64, verbose=0)
+    task.serving_model(model, transform).save(tmp_path / "serving.keras")
+    serving = keras.saving.load_model(tmp_path / "serving.keras")
+    stored, _, _ = load_transformed(root / "preprocess", "test", task)
+    raw = raw_inputs(read_frame(root / "ingest" / "test"), transform)
+    np.testing.assert_allclose(serving.predict(raw, verbose=0), model.predict(stored, verbose=0), atol=1e-5)
 
 
 def test_vit_attention_maps_are_plotted(digits_artifacts, tmp_path):
@@ -187,7 +270,7 @@ def test_vit_attention_maps_are_plotted(digits_artifacts, tmp_path):
     task = ImageClassification(config.task)
     network = keras_models.build_model("vit", *task.specs(transform), patch_size=8, hidden_dim=16,
                                        num_layers=2, num_heads=2, mlp_dim=32)
-    build_serving_model(network, transform).save(tmp_path / "serving.keras")
+    build_serving_model(pixel_model(network, transform["image"]), transform).save(tmp_path / "serving.keras")
     (tmp_path / "transform.json").write_text(json.dumps(transform))
     predictor = Predictor(tmp_path / "serving.keras", tmp_path / "transform.json")
     test = read_frame(root / "ingest" / "test").head(20)
