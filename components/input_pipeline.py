@@ -4,13 +4,16 @@ Ingest and preprocess write splits in row groups of about 64 MiB, so a row
 group is the unit of reading and of memory. `ParquetBatches` is a
 `keras.utils.PyDataset`: each epoch it visits the row groups in a new random
 order and the rows of each group in a new random order, cuts them into
-batches, and converts each batch with the task's `arrays`. Decoding a row
-group is the costly part (Parquet's nested lists, as images and token ids
-are stored, decode at about 0.5 GB/s), so reader threads decode the next
+batches, and converts each batch with the task's `arrays` (images are
+fixed-size binary columns, viewed as uint8 arrays without a copy). Decoding
+a row group is the costly part (Parquet's nested lists, as token ids are
+stored, decode at about 0.5 GB/s), so reader threads decode the next
 `read_ahead` groups of the epoch while batches are cut from the current
 one. On the TensorFlow backend, `streamed` hands `tf.data` chunks of rows
-instead, and `tf.data` cuts and prefetches the batches in C++
-(`bench/input_pipeline.py` measures both against preloaded arrays). Its
+instead, and `tf.data` cuts and prefetches the batches in C++; on JAX,
+`DevicePrefetch` cuts the batches on a thread and puts them on the device
+two ahead of the step that uses them (`bench/input_pipeline.py` measures
+both against preloaded arrays). Its
 memory is bounded by `workers + read_ahead + 1` row groups, whatever the
 split's size. `train.input` picks it
 (`stream`) or the whole split as arrays (`memory`); `auto` streams a split
@@ -19,8 +22,10 @@ whose arrays would take more than `train.stream_above_mib`.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -146,10 +151,110 @@ class ParquetBatches(keras.utils.PyDataset):
         return dataset.unbatch().batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+_END = object()
+
+
+def device_put(batch):
+    """`batch` on the default device: `jax.device_put` on the JAX backend (unless a distribution lays it out)."""
+    if keras.backend.backend() != "jax" or keras.distribution.distribution() is not None:
+        return batch
+    import jax
+
+    return jax.device_put(batch)
+
+
+def prefetch(batches: Iterable, ahead: int = 2, put: Callable = device_put) -> Iterator:
+    """`put(batch)` for each of `batches`, in order, computed on a thread up to `ahead` batches early.
+
+    The thread holds at most `ahead` finished batches and the one it is
+    making. An exception in the thread is raised here, at the batch it
+    replaced; closing this generator (or dropping it) stops the thread and
+    closes `batches`.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        iterator = iter(batches)
+        try:
+            for batch in iterator:
+                if not offer((put(batch), None)):
+                    return
+            offer((_END, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            offer((None, error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="device-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            batch, error = slots.get()
+            if error is not None:
+                raise error
+            if batch is _END:
+                return
+            yield batch
+    finally:
+        stop.set()
+        thread.join()
+
+
+class DevicePrefetch(keras.utils.PyDataset):
+    """A `PyDataset`'s batches, made on a thread and put on the device `ahead` batches before `fit` asks.
+
+    Keras asks a one-worker `PyDataset` for its batches in order, on the
+    training loop's thread; here that thread only takes the next batch,
+    already on the device. Asking out of order starts again from the index
+    asked for; each epoch's end stops the thread before `dataset` plans its
+    next epoch.
+    """
+
+    def __init__(self, dataset: keras.utils.PyDataset, ahead: int = 2):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.dataset, self.ahead = dataset, ahead
+        self._batches: Iterator | None = None
+        self._next: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index != self._next:
+            self.stop()
+            self._batches = prefetch((self.dataset[i] for i in range(index, len(self.dataset))), self.ahead)
+        self._next = index + 1
+        return next(self._batches)
+
+    def stop(self) -> None:
+        """Stops the thread and drops the batches it made ahead."""
+        if self._batches is not None:
+            self._batches.close()
+        self._batches, self._next = None, None
+
+    def on_epoch_end(self) -> None:
+        self.stop()
+        self.dataset.on_epoch_end()
+
+
 def streamed(split_dir: Path, task, transform: dict[str, Any], batch_size: int, *, shuffle: bool, seed: int = 0):
-    """What `fit` streams a split from: `tf.data` on the TensorFlow backend, else a `PyDataset`."""
+    """What `fit` streams a split from: `tf.data` on TensorFlow, `DevicePrefetch` on JAX, else a `PyDataset`."""
     batches = ParquetBatches(split_dir, task, transform, batch_size, shuffle=shuffle, seed=seed)
-    return batches.tf_dataset() if keras.backend.backend() == "tensorflow" else batches
+    if keras.backend.backend() == "tensorflow":
+        return batches.tf_dataset()
+    return DevicePrefetch(batches) if keras.backend.backend() == "jax" else batches
 
 
 def fit_arrays(x, y, validation: tuple[Any, Any], batch_size: int, *, seed: int = 0) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Streaming transformed splits from Parquet into `fit`: every row once per epoch, bounded memory, and it learns."""
 
+import threading
+
+import keras
 import mlflow
 import numpy as np
 import pyarrow as pa
@@ -7,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.artifact_io import load_transformed, write_split
-from components.input_pipeline import ParquetBatches, fit_arrays, should_stream
+from components.input_pipeline import DevicePrefetch, ParquetBatches, fit_arrays, prefetch, should_stream
 from tasks import get_task
 from tests.helpers import config_for, run_component
 
@@ -124,3 +127,77 @@ def test_arrays_fit_validates_on_every_eval_row_each_epoch():
     assert history.history["val_loss"][-1] == pytest.approx(loss, rel=1e-5)
     assert history.history["val_accuracy"][-1] == pytest.approx(accuracy) and accuracy >= 0.8
     assert len(set(history.history["val_loss"])) == 3  # evaluated again after every epoch
+
+
+# ---- device prefetch ------------------------------------------------------
+
+
+def prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "device-prefetch" and t.is_alive()]
+
+
+def numbered_batches(count: int, log: list[str] | None = None):
+    try:
+        for i in range(count):
+            yield np.full((4, 3), i, "uint8"), np.arange(4) + 4 * i
+    finally:
+        if log is not None:
+            log.append("closed")
+
+
+def test_prefetch_yields_the_same_batches_in_order_on_the_device():
+    batches = list(prefetch(numbered_batches(7)))
+    assert [int(x[0, 0]) for x, _ in batches] == list(range(7))
+    for (x, y), (want_x, want_y) in zip(batches, numbered_batches(7)):
+        np.testing.assert_array_equal(np.asarray(x), want_x)
+        np.testing.assert_array_equal(np.asarray(y), want_y)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        assert all(isinstance(a, jax.Array) for a in keras.tree.flatten(batches))
+    assert not prefetch_threads()  # ended with the source
+
+
+def test_prefetch_raises_the_producers_exception_at_its_batch():
+    def failing():
+        yield from numbered_batches(3)
+        raise ValueError("row group 3 is corrupt")
+
+    seen = []
+    with pytest.raises(ValueError, match="row group 3 is corrupt"):
+        for x, _ in prefetch(failing(), ahead=2):
+            seen.append(int(x[0, 0]))
+    assert seen == [0, 1, 2] and not prefetch_threads()
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops_early():
+    log: list[str] = []
+    made = []
+
+    def put(batch):
+        made.append(int(batch[0][0, 0]))
+        return batch
+
+    batches = prefetch(numbered_batches(10**6, log), ahead=2, put=put)
+    assert [int(next(batches)[0][0, 0]) for _ in range(3)] == [0, 1, 2]
+    assert len(prefetch_threads()) == 1
+    batches.close()
+    assert not prefetch_threads() and log == ["closed"]
+    assert max(made) <= 2 + 3  # at most `ahead` queued and one in the making past what was taken
+
+
+def test_device_prefetch_hands_fit_the_streams_batches_each_epoch(split_dir):
+    plain = ParquetBatches(split_dir, RowsTask(), {}, batch_size=32, seed=0, workers=1)
+    prefetched = DevicePrefetch(ParquetBatches(split_dir, RowsTask(), {}, batch_size=32, seed=0, workers=1))
+    for _ in range(2):
+        got = [np.asarray(prefetched[i][0]) for i in range(len(prefetched))]
+        want = epoch_rows(plain)
+        assert len(got) == len(want) == 40 and all(np.array_equal(a, b) for a, b in zip(got, want))
+        prefetched.on_epoch_end()
+        plain.on_epoch_end()
+        assert not prefetch_threads()
+    # Out of order (Keras peeking at the first batch) starts again from the index asked for.
+    np.testing.assert_array_equal(np.asarray(prefetched[5][0]), plain[5][0])
+    np.testing.assert_array_equal(np.asarray(prefetched[0][0]), plain[0][0])
+    prefetched.stop()
+    assert not prefetch_threads()

@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from components.artifact_io import load_transformed, read_columns, read_json, table_columns
-from data.splits import read_frame
 from data.sources import SourceError, read_source
+from data.splits import read_frame
 from data.tfds_builders.mnist_subset import DATA_DIR, TEST_IMAGES, TEST_LABELS, TRAIN_CSV, read_idx
-from pipeline.config import DataConfig, ImageClassification as ImageOptions
+from pipeline.config import DataConfig
 from tasks.image import (AnalyzeFn, ImageClassification, build_serving_model, normalise, pixel_model, pixels,
                          raw_inputs, resize)
+from tasks.options import ImageClassificationOptions as ImageOptions
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
 # ---- data -----------------------------------------------------------------
