@@ -15,6 +15,8 @@ sniffed from a sample at the start of the file:
   when every column is text, a first row whose values recur in their
   columns is data, one of a different length from a fixed-length column a
   header, and a header when nothing tells.
+- `decimal`: `,` when the delimiter is not a comma and the sample's numbers
+  are written `3,14` (none `3.14`), else `.`.
 
 A headerless file's columns are `column_1` … `column_N` unless
 `column_names` names them. Rows are indexed by their file row (the header
@@ -38,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from data.errors import SourceError, rejected_rows
@@ -45,7 +48,7 @@ from data.errors import SourceError, rejected_rows
 log = logging.getLogger("data")
 
 DELIMITERS = (",", ";", "\t", "|")
-OPTIONS = ("delimiter", "encoding", "header", "column_names", "column_types", "na_values", "quote_char")
+OPTIONS = ("delimiter", "encoding", "header", "column_names", "column_types", "na_values", "quote_char", "decimal")
 KINDS = {
     "string": pa.string(),
     "integer": pa.int64(),
@@ -56,6 +59,8 @@ KINDS = {
 DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 # pyarrow's own missing-value markers, for sniffing the header as the reader will see the values.
 DEFAULT_NA = frozenset(pacsv.ConvertOptions().null_values)
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
 SAMPLE_BYTES = 1 << 16
 PARSE_BLOCK_BYTES = 1 << 20  # pyarrow's block size: a record must fit in one
 
@@ -71,6 +76,7 @@ class CsvFormat:
     column_types: dict[str, str] = field(default_factory=dict)
     na_values: tuple[str, ...] | None = None
     quote_char: str = '"'
+    decimal: str = "."
 
     def __post_init__(self):  # lists from JSON become tuples
         for name in ("column_names", "na_values"):
@@ -102,6 +108,10 @@ def _check_options(options: Mapping | None) -> dict[str, Any]:
     for key in ("delimiter", "quote_char"):
         if key in given and len(given[key]) != 1:
             raise SourceError(f"data.csv.{key} must be one character, got {given[key]!r}.")
+    if given.get("decimal", ".") not in (".", ","):
+        raise SourceError(f"data.csv.decimal must be '.' or ',', got {given['decimal']!r}.")
+    if given.get("decimal") == "," and given.get("delimiter") == ",":
+        raise SourceError("data.csv.decimal ',' needs another delimiter than ','; set data.csv.delimiter.")
     if "encoding" in given:
         try:
             codecs.lookup(given["encoding"])
@@ -166,15 +176,25 @@ def _sniff_delimiter(text: str, quote_char: str, complete: bool) -> str:
     return max(scores)[-1] if scores else ","
 
 
-def _is_number(value: str) -> bool:
+def _is_number(value: str, decimal: str = ".") -> bool:
     try:
-        float(value)
+        float(value.replace(",", ".") if decimal == "," else value)
         return True
     except ValueError:
         return False
 
 
-def _sniff_header(records: list[list[str]], na_values: frozenset[str]) -> bool:
+def _sniff_decimal(records: list[list[str]], delimiter: str) -> str:
+    """`,` when numbers are written with a decimal comma (and none with a point), else `.`."""
+    if delimiter == ",":
+        return "."
+    fields = [value.strip() for record in records[1:] for value in record]
+    commas = sum(bool(DECIMAL_COMMA.fullmatch(v)) for v in fields)
+    points = sum(bool(DECIMAL_POINT.fullmatch(v)) for v in fields)
+    return "," if commas and not points else "."
+
+
+def _sniff_header(records: list[list[str]], na_values: frozenset[str], decimal: str = ".") -> bool:
     """Whether the first record names the columns (see the module docstring)."""
     if len(records) < 2:
         return True
@@ -184,8 +204,8 @@ def _sniff_header(records: list[list[str]], na_values: frozenset[str]) -> bool:
         values = [r[i] for r in body if i < len(r) and r[i] not in na_values]
         if not values or name in na_values:
             continue
-        if sum(map(_is_number, values)) >= 0.8 * len(values):
-            numeric_votes.append(not _is_number(name))
+        if sum(_is_number(v, decimal) for v in values) >= 0.8 * len(values):
+            numeric_votes.append(not _is_number(name, decimal))
         elif name in values:
             text_votes.append(False)
         elif len({len(v) for v in values}) == 1 and len(name) != len(values[0]):
@@ -215,8 +235,9 @@ def sniff(path, options: Mapping | None = None) -> CsvFormat:
     delimiter = given.get("delimiter") or _sniff_delimiter(text, quote_char, complete)
     na_values = given.get("na_values")
     records = _records(text, delimiter, quote_char, complete)
+    decimal = given.get("decimal") or _sniff_decimal(records, delimiter)
     header = given["header"] if "header" in given else _sniff_header(
-        records, frozenset(na_values) if na_values is not None else DEFAULT_NA)
+        records, frozenset(na_values) if na_values is not None else DEFAULT_NA, decimal)
     width = len(records[0]) if records else 1
     names = given.get("column_names")
     if names is not None and len(names) != width:
@@ -225,13 +246,14 @@ def sniff(path, options: Mapping | None = None) -> CsvFormat:
     if names is None and not header:
         names = tuple(f"column_{i}" for i in range(1, width + 1))
     fmt = CsvFormat(delimiter=delimiter, encoding=encoding, header=header, column_names=names,
-                    column_types=given.get("column_types") or {}, na_values=na_values, quote_char=quote_char)
+                    column_types=given.get("column_types") or {}, na_values=na_values, quote_char=quote_char,
+                    decimal=decimal)
     known = names if names is not None else (records[0] if records else [])
     missing = [name for name in fmt.column_types if name not in known]
     if missing:
         raise SourceError(f"{path}: data.csv.column_types names {missing}, which the file lacks; "
                           f"its columns are: {', '.join(known)}.")
-    sniffed = [k for k in ("delimiter", "encoding", "header") if k not in given]
+    sniffed = [k for k in ("delimiter", "encoding", "header", "decimal") if k not in given]
     if sniffed:
         log.info("%s: sniffed %s", path, ", ".join(f"{k} {getattr(fmt, k)!r}" for k in sniffed)
                  + ("" if header else f"; columns named {names[0]} … {names[-1]}" if "column_names" not in given
@@ -252,6 +274,7 @@ def _arrow_options(fmt: CsvFormat, on_invalid, types: Mapping[str, pa.DataType] 
                                invalid_row_handler=on_invalid)
     convert = pacsv.ConvertOptions(
         strings_can_be_null=True,
+        decimal_point=fmt.decimal,
         column_types=dict(types) if types is not None else {n: KINDS[k] for n, k in fmt.column_types.items()},
         **({"null_values": list(fmt.na_values)} if fmt.na_values is not None else {}),
     )
@@ -387,7 +410,7 @@ def read_csv(path, options: Mapping | None = None) -> tuple[pd.DataFrame, pd.Dat
 _FALLBACKS = {pa.int64(): (pa.float64(),), pa.null(): (pa.int64(), pa.float64(), pa.bool_(), pa.timestamp("s"))}
 
 
-def _settle(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+def _settle(column: pa.ChunkedArray, target: pa.DataType, decimal: str = ".") -> pa.ChunkedArray:
     """A column read as text, cast to the type inferred from the file's start, else the next that fits, else text."""
     if target == pa.string():
         return column
@@ -395,6 +418,8 @@ def _settle(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
         return column.cast(pa.null())
     for kind in (target, *_FALLBACKS.get(target, ())):
         try:
+            if pa.types.is_floating(kind) and decimal != ".":
+                return pc.replace_substring(column, decimal, ".").cast(kind)
             return column.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
@@ -424,7 +449,7 @@ def iter_csv(path, fmt: CsvFormat, block_rows: int = 65536) -> Iterator[pd.DataF
         raise _arrow_error(path, fmt, e) from None
 
     def chunk(table: pa.Table, last: bool = False) -> pd.DataFrame:
-        columns = [table[name] if name in forced else _settle(table[name], inferred.field(name).type)
+        columns = [table[name] if name in forced else _settle(table[name], inferred.field(name).type, fmt.decimal)
                    for name in table.column_names]
         table = pa.table(columns, names=table.column_names)
         _check_decoded(path, fmt, table)

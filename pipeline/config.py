@@ -85,6 +85,8 @@ class CsvOptions(Section):
     `na_values` lists the strings read as missing (unset: pyarrow's `""`,
     `NA`, `N/A`, `NaN`, `null` and the like; `?` is not among them).
     `quote_char` quotes fields that hold the delimiter, quotes or newlines.
+    `decimal` is the decimal mark of the numbers, `.` or `,` (sniffed: `,`
+    when the delimiter is not a comma and the numbers are written `3,14`).
     """
 
     delimiter: str | None = Field(None, min_length=1, max_length=1)
@@ -94,6 +96,7 @@ class CsvOptions(Section):
     column_types: dict[str, Literal["string", "integer", "float", "boolean", "date"]] | None = None
     na_values: tuple[str, ...] | None = None
     quote_char: str | None = Field(None, min_length=1, max_length=1)
+    decimal: Literal[".", ","] | None = None
 
     @field_validator("delimiter", mode="before")
     @classmethod

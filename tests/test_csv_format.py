@@ -188,7 +188,7 @@ def test_read_source_takes_the_label_by_its_name_in_the_file(tmp_path):
     assert raw.label == "flower_class" and list(raw.frame.columns) == ["flower_class", "petal_length_cm"]
     assert raw.renamed == {"Flower Class": "flower_class", "Petal Length (cm)": "petal_length_cm"}
     assert raw.csv_format == {"delimiter": ";", "encoding": "utf-8", "header": True, "column_names": None,
-                              "column_types": {}, "na_values": ["?"], "quote_char": '"'}
+                              "column_types": {}, "na_values": ["?"], "quote_char": '"', "decimal": "."}
 
 
 def test_a_column_type_outside_the_five_kinds_fails_at_load_time():
@@ -217,3 +217,23 @@ def test_ingest_records_the_sniffed_format_in_the_schema_and_mlflow(tmp_path, lo
     params = mlflow.search_runs(filter_string="attributes.run_name = 'ingest'").iloc[0]
     assert params["params.csv_delimiter"] == ";" and params["params.csv_header"] == "false"
     assert params["params.csv_encoding"] == schema["source"]["csv"]["encoding"] != "utf-8"
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_a_decimal_comma_is_sniffed_where_the_delimiter_is_not_a_comma(tmp_path, header, monkeypatch):
+    rows = "".join(f"{i};{i},{i % 4}5;{'ab'[i % 2]}\n" for i in range(1, 9))
+    path = write(tmp_path, "european.csv", ("id;mass;kind\n" if header else "") + rows, "cp1252")
+    frame, _, fmt = read_csv(path)
+    assert fmt.decimal == "," and fmt.delimiter == ";" and fmt.header is header
+    mass = frame["mass" if header else "column_2"]
+    assert mass.dtype == "float64" and mass.tolist()[:3] == [1.15, 2.25, 3.35]
+    monkeypatch.setattr(csv_format, "PARSE_BLOCK_BYTES", 64)  # several chunks, each cast from text
+    streamed = pd.concat(iter_csv(path, fmt, block_rows=3))
+    pd.testing.assert_frame_equal(streamed, frame)
+
+
+def test_a_decimal_point_stays_and_a_comma_mark_needs_another_delimiter(tmp_path):
+    assert sniff(write(tmp_path, "points.csv", "a;b\n1.5;2\n2,5;3\n")).decimal == "."
+    assert sniff(write(tmp_path, "ints.csv", "a,b\n1,5\n2,5\n")).decimal == "."
+    with pytest.raises(SourceError, match="data.csv.decimal ',' needs another delimiter"):
+        sniff(write(tmp_path, "x.csv", "a;b\n1,5;2\n"), {"decimal": ",", "delimiter": ","})
