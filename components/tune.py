@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         if plan.processes > 1:
             raise ValueError(f"tune.workers runs its {workers} workers on this host; it cannot be combined with "
                              f"the {plan.processes}-process strategy {plan.name!r}.")
-        tuning_cluster.run_cluster(workers, inputs["preprocess"], output, config, tune_run_id)
+        tuning_cluster.run_cluster("components.tune", workers, inputs["preprocess"], output, config, tune_run_id)
         tuner = build_tuner(inputs["preprocess"], output, config, tune_run_id, plan.scaled_learning_rate(1.0))
         tuner.oracle.reload()  # the chief's record of every trial
     else:
@@ -268,3 +269,28 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     mlflow.log_metric(f"best_{config.tune.objective}", best_trial.score)
     mlflow.log_artifact(str(output / "best_hparams.json"))
     return {"best_score": best_trial.score, "num_trials": len(trials)}
+
+
+def cluster_process(preprocess: Path, output: Path, config, tune_run_id: str) -> int:
+    """One process of a distributed search: the chief serves the oracle; a worker trains the trials it is given."""
+    import mlflow
+
+    from components import distribution
+
+    mlflow.config.enable_async_logging(True)
+    if os.environ["KERASTUNER_TUNER_ID"] == "chief":
+        build_tuner(preprocess, output, config, tune_run_id).search()
+        return 0
+    plan = distribution.resolve(config.train.strategy)
+    tuner = build_tuner(preprocess, output, config, tune_run_id, plan.scaled_learning_rate(1.0))
+    search(tuner, preprocess, config, plan)
+    mlflow.flush_async_logging()
+    return 0
+
+
+if __name__ == "__main__":
+    # A process of a distributed search, started by `tuning_cluster.run_cluster`. It runs the functions of
+    # `components.tune` as imported, as every other process does, rather than this script's copies.
+    from components import tune, tuning_cluster
+
+    tuning_cluster.process_main(tune.cluster_process)

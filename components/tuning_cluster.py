@@ -4,10 +4,10 @@ Keras Tuner distributes a search by environment: every process builds the
 same tuner over the same directory, `KERASTUNER_TUNER_ID` names it ("chief"
 serves the oracle over gRPC at `KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`,
 "tuner0", "tuner1", ... ask it for trials and report their scores). The tune
-component starts them here as subprocesses (`python -m
-components.tuning_cluster SPEC`) and waits for the workers; the chief then
+component starts them here as subprocesses (`python -m components.tune
+SPEC`, which runs `process_main`) and waits for the workers; the chief then
 has every trial on disk (`oracle.json`, one `trial.json` each) and is
-stopped, since it only exits by itself after a 20-second poll.
+stopped, since it only exits by itself after a polling interval.
 
 A killed search resumes like an in-process one: the chief reloads its
 oracle and hands the trials that were running to the next worker that
@@ -18,6 +18,8 @@ running on its own.
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
 import signal
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable, NoReturn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LAUNCHER_PID_ENV = "PIPELINE_TUNE_LAUNCHER_PID"
@@ -50,15 +53,19 @@ def roles(workers: int) -> list[str]:
     return ["chief", *(f"tuner{i}" for i in range(workers))]
 
 
-def run_cluster(workers: int, preprocess_dir: Path, output: Path, config, tune_run_id: str) -> None:
-    """Runs the search with a chief and `workers` workers on 127.0.0.1; returns when the workers are done."""
+def run_cluster(module: str, workers: int, preprocess_dir: Path, output: Path, config, tune_run_id: str) -> None:
+    """Runs the search with a chief and `workers` workers on 127.0.0.1; returns when the workers are done.
+
+    Each process is `python -m module SPEC`; the module calls `process_main`.
+    """
     import mlflow
 
     cluster_dir = output / "tuner" / "cluster"
     cluster_dir.mkdir(parents=True, exist_ok=True)
     spec = cluster_dir / "spec.json"
     spec.write_text(json.dumps({"preprocess": str(Path(preprocess_dir).resolve()), "output": str(output.resolve()),
-                                "config": config.model_dump(mode="json"), "tune_run_id": tune_run_id}, indent=2))
+                                "config": config.model_dump(mode="json"), "tune_run_id": tune_run_id,
+                                "config_class": f"{type(config).__module__}:{type(config).__qualname__}"}, indent=2))
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update({
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
@@ -77,7 +84,7 @@ def run_cluster(workers: int, preprocess_dir: Path, output: Path, config, tune_r
             if role == "chief":
                 role_env["CUDA_VISIBLE_DEVICES"] = ""  # it only serves the oracle
             with open(log, "a") as handle:
-                processes[role] = (subprocess.Popen([sys.executable, "-m", "components.tuning_cluster", str(spec)],
+                processes[role] = (subprocess.Popen([sys.executable, "-m", module, str(spec)],
                                                     cwd=PROJECT_ROOT, env=role_env, stdout=handle,
                                                     stderr=subprocess.STDOUT), log)
         _wait_for_workers(processes)
@@ -121,32 +128,19 @@ def _exit_with_launcher(pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def main(spec_path: str) -> int:
-    """One process of the search: the chief serves the oracle; a worker trains the trials it is given."""
-    import mlflow
+def process_main(search: Callable[[Path, Path, Any, str], int]) -> NoReturn:
+    """One process of the search, from its spec (`sys.argv[1]`): `search(preprocess, output, config, tune_run_id)`.
 
-    from components import distribution, tune
-    from pipeline.config import PipelineConfig
-
-    _exit_with_launcher(int(os.environ[LAUNCHER_PID_ENV]))
-    spec = json.loads(Path(spec_path).read_text())
-    config = PipelineConfig.model_validate(spec["config"])
-    preprocess, output = Path(spec["preprocess"]), Path(spec["output"])
-    mlflow.config.enable_async_logging(True)
-    if os.environ["KERASTUNER_TUNER_ID"] == "chief":
-        tune.build_tuner(preprocess, output, config, spec["tune_run_id"]).search()
-        return 0
-    plan = distribution.resolve(config.train.strategy)
-    tuner = tune.build_tuner(preprocess, output, config, spec["tune_run_id"], plan.scaled_learning_rate(1.0))
-    tune.search(tuner, preprocess, config, plan)
-    mlflow.flush_async_logging()
-    return 0
-
-
-if __name__ == "__main__":
-    # A process of its own, like the CLI: it prints (to its log) what the pipeline's process would.
-    from pipeline.cli import exit_process
-    from pipeline.console import configure_from_environment
+    It prints to its log what the pipeline's process would, and ends as the
+    CLI's process does: with its frozen objects spared the final collection.
+    """
+    from components.console import configure_from_environment
 
     configure_from_environment()
-    exit_process(main(sys.argv[1]))
+    _exit_with_launcher(int(os.environ[LAUNCHER_PID_ENV]))
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    module, _, name = spec["config_class"].partition(":")
+    config = getattr(importlib.import_module(module), name).model_validate(spec["config"])
+    status = search(Path(spec["preprocess"]), Path(spec["output"]), config, spec["tune_run_id"])
+    gc.freeze()
+    sys.exit(status)

@@ -12,7 +12,7 @@ import gc
 import sys
 from typing import Any, Callable, Literal, NoReturn, get_args, get_origin
 
-from pipeline import console
+from components import console
 from pipeline.config import PARAMETERS, ConfigError, PipelineConfig, list_recipes, load_config
 
 COMPONENT_HELP = {

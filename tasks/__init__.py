@@ -1,14 +1,17 @@
 """Task types: what ingest, preprocess, train and evaluate do for each kind of data.
 
 `get_task(config.task)` returns the `Task` for a recipe's `task` section;
-modules are imported on first use so a tabular run never loads image code.
+modules are imported on first use so a tabular run never loads image code,
+and loading a recipe (`tasks.options`) loads none.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from tasks.base import Evaluation, Task, TensorFlowRequiredError, require_tensorflow_backend
+if TYPE_CHECKING:
+    from tasks.base import Task
 
 _MODULES = {
     "tabular_classification": "tasks.tabular",
@@ -33,14 +36,16 @@ def task_class(name: str) -> type[Task]:
     except ImportError as e:
         if e.name != "tensorflow" and not (e.name or "").startswith("tensorflow."):
             raise
+        from tasks.base import require_tensorflow_backend
+
         require_tensorflow_backend(name, TENSORFLOW_NEEDS.get(name, "its module imports TensorFlow"))
         raise
     return module.TASK
 
 
 def get_task(options) -> Task:
-    """The task for a recipe's `task` section (a `pipeline.config` task model)."""
+    """The task for a recipe's `task` section (one of `tasks.options`)."""
     return task_class(options.type)(options)
 
 
-__all__ = ["Evaluation", "Task", "TensorFlowRequiredError", "get_task", "task_class"]
+__all__ = ["get_task", "task_class"]

@@ -12,6 +12,7 @@ model takes rows under the file's own headers as well as the normalised ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CODE_PATHS = ("tasks", "keras_models", "data", "pipeline")
+# The project packages a logged model ships: what `Predictor` imports, and nothing of the pipeline above it.
+CODE_PATHS = ("tasks", "keras_models", "data")
 CODE_SUFFIXES = (".py", ".json")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYFUNC_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -57,10 +59,10 @@ def task_from_transform(transform: dict[str, Any]):
     """The task recorded in a transform spec, with the options it was trained under."""
     from pydantic import TypeAdapter
 
-    from pipeline.config import TaskConfig
     from tasks import get_task
+    from tasks.options import TaskOptions
 
-    return get_task(TypeAdapter(TaskConfig).validate_python(transform["task"]))
+    return get_task(TypeAdapter(TaskOptions).validate_python(transform["task"]))
 
 
 class Predictor:
@@ -112,10 +114,10 @@ except ImportError:  # serving without MLflow installed needs only the Predictor
 
 def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataFrame, registered_model_name=None):
     """Logs the serving model to the active MLflow run with a raw-input signature, as code: nothing pickled."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import keras
     import mlflow
-
-    from pipeline.artifacts import library_versions
 
     predictor = Predictor(serving_path, transform_path)
     # The signature and input example use the source file's own column names, so `mlflow models predict`
@@ -124,14 +126,14 @@ def log_pyfunc_model(serving_path: Path, transform_path: Path, example: pd.DataF
     predictions = predictor.predict(example)
     # Numeric columns are declared as double: clients send float64, and float32 converts safely to it.
     example = example.astype({c: "float64" for c in example.columns if pd.api.types.is_float_dtype(example[c])})
-    versions = library_versions()
     backend = keras.backend.backend()
     packages = ("keras", "tensorflow-cpu", *(("jax",) if backend == "jax" else ()),
                 "numpy", "pandas", "pydantic", "scikit-learn")
-    requirements = [f"{name}=={versions[name]}" for name in packages if name in versions]
+    requirements = []
+    for name in packages:
+        with contextlib.suppress(PackageNotFoundError):
+            requirements.append(f"{name}=={version(name)}")
     if predictor.transform.get("combine"):  # forecasts averaged with statsforecast's, fitted at serving time
-        from importlib.metadata import version
-
         requirements.append(f"statsforecast=={version('statsforecast')}")
     with tempfile.TemporaryDirectory() as staging:
         return mlflow.pyfunc.log_model(

@@ -196,3 +196,23 @@ def test_mlflow_models_predict_takes_the_file_as_it_is(model, elsewhere):
                    capture_output=True, timeout=600)
     predictions = pd.DataFrame(json.loads(output.read_text())["predictions"])
     assert_same_predictions(predictions, served(model, rows[FEATURES]))
+
+
+def test_the_logged_model_ships_and_needs_only_the_serving_packages(model, elsewhere):
+    """The model's code is `tasks`, `keras_models` and `data`: it loads and predicts with `pipeline` unimportable."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(model["uri"], dst_path=str(elsewhere / "model"))
+    assert sorted(p.name for p in (elsewhere / "model" / "code").iterdir()) == ["data", "keras_models", "tasks"]
+    rows = iris_frame().head(6)[FEATURES]
+    script = (
+        "import sys\n"
+        "sys.modules['pipeline'] = sys.modules['components'] = None  # importing either raises ImportError\n"
+        "import mlflow, pandas as pd\n"
+        "rows = pd.read_json(sys.stdin, orient='split')\n"
+        f"print(mlflow.pyfunc.load_model({path!r}).predict(rows).to_json(orient='split'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], input=rows.to_json(orient="split"), cwd=elsewhere,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_predictions(pd.read_json(result.stdout.splitlines()[-1], orient="split"), served(model, rows))

@@ -13,7 +13,7 @@ from components.artifact_io import read_columns
 from data.splits import read_frame
 from data.sources import SourceError
 from pipeline.config import DataConfig
-from pipeline.config import Forecasting as Options
+from tasks.options import ForecastingOptions as Options
 from tasks.forecasting import (
     HISTORY,
     WINDOW,

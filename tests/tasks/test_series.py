@@ -112,7 +112,7 @@ def test_serving_reproduces_beam_on_unequal_multivariate_series(tmp_path, paddin
     import keras
 
     from data.sources import RawData
-    from pipeline.config import SeriesClassification as Options
+    from tasks.options import SeriesClassificationOptions as Options
 
     task = SeriesClassification(Options(type="series_classification", padding=padding,
                                         mask_channel=mask_channel, max_length=8))
@@ -158,7 +158,7 @@ def test_analyzer_merges_batches_exactly():
 
 
 def test_to_arrow_names_the_row_with_the_wrong_channel_count():
-    from pipeline.config import SeriesClassification as Options
+    from tasks.options import SeriesClassificationOptions as Options
 
     task = SeriesClassification(Options(type="series_classification"))
     schema = {"series": {"name": "series", "channels": 2}, "label": {"name": "label"}}

@@ -13,7 +13,8 @@ import pytest
 from components.artifact_io import read_columns, read_json
 from data.sources import SourceError
 from data.tfds_builders.mr_polarity import DATA_DIR, MrPolarity, read_sentences
-from pipeline.config import DataConfig, PreprocessConfig, TextClassification as Options
+from pipeline.config import DataConfig, PreprocessConfig
+from tasks.options import TextClassificationOptions as Options
 from tasks.text import OOV_ID, PAD_ID, TextClassification, TokenCountFn, build_serving_model, encode, tokenize
 from tests.helpers import config_for, run_component, run_train, use_mlflow_store
 
