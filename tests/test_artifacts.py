@@ -1,4 +1,4 @@
-import json
+import re
 
 import pytest
 
@@ -43,4 +43,5 @@ def test_fingerprint_covers_config_inputs_and_code():
     assert base != fingerprint("train", {"epochs": 1}, {"preprocess": "q"}, "code")
     assert base != fingerprint("train", {"epochs": 1}, {"preprocess": "p"}, "code2")
     assert base == fingerprint("train", {"epochs": 1}, {"preprocess": "p"}, "code")
-    assert json.dumps(base)
+    assert re.fullmatch("[0-9a-f]{64}", base)  # a sha256, usable as a directory name
+    assert fingerprint("train", {"a": 1, "b": 2}, {}, "c") == fingerprint("train", {"b": 2, "a": 1}, {}, "c")
