@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 SCREENSHOT_TOOLS ?= $(HOME)/.cache/keras-pipeline-screenshots
 export MPLBACKEND := Agg
 
-.PHONY: run test lock bench results docs clean ui postgresql screenshots
+.PHONY: run test lock bench results docs clean ui postgresql screenshots mlproject
 
 # Bytecode is compiled at install time: where PYTHONDONTWRITEBYTECODE is set, as on CI, every
 # process would otherwise compile TensorFlow, Beam and MLflow from source on import.
@@ -67,6 +67,10 @@ bench: $(VENV)/.installed
 # Every recipe trained to its quality bar (slow: tens of minutes on CPU); writes docs/results.md.
 results: $(VENV)/.installed
 	$(PY) -m bench.results $(ARGS)
+
+# MLproject's entry points from the CLI's options (pipeline/cli.py MLPROJECT_OPTIONS); a test keeps them equal.
+mlproject: $(VENV)/.installed
+	$(PY) -m tools.mlproject
 
 docs: $(VENV)/.installed
 	$(PY) -m keras_models.registry

@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEFAULT_RECIPE = "iris_mlp"
+# What each MLproject entry point passes on (`mlflow run -P NAME=VALUE`); `tools/mlproject.py` writes MLproject from it.
+MLPROJECT_OPTIONS = ("recipe", *PARAMETERS, "workers")
 
 
 def _init(args: argparse.Namespace) -> int:
