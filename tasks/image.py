@@ -213,9 +213,10 @@ def pixel_model(network: keras.Model, spec: dict[str, Any], augmentation=()) -> 
 
 
 def build_serving_model(model: keras.Model, transform: dict[str, Any]) -> keras.Model:
-    """Raw images `(H, W, C)` → `Resizing` and rounding to the stored pixels (when resized) → `model`.
+    """Raw images `(H, W, C)` → the stored pixels (`Resizing` when resized, rounding to 0..255 for uint8) → `model`.
 
     `model` is the trained model, which takes stored pixels (`pixel_model`).
+    Both layers compute in float32 whatever the global policy, as Beam does.
     """
     import keras
 
@@ -225,9 +226,9 @@ def build_serving_model(model: keras.Model, transform: dict[str, Any]) -> keras.
     inputs = keras.Input(shape=tuple(spec["shape"]), name=spec["name"], dtype="float32")
     x = inputs
     if list(spec["size"]) != list(spec["shape"][:2]):
-        x = keras.layers.Resizing(*spec["size"], name="resize")(x)
-        if spec["dtype"] == "uint8":
-            x = RoundPixels(name="round_pixels")(x)
+        x = keras.layers.Resizing(*spec["size"], name="resize", dtype="float32")(x)
+    if spec["dtype"] == "uint8":
+        x = RoundPixels(name="round_pixels", dtype="float32")(x)
     return keras.Model(inputs, model(x), name=f"serving_{model.name}")
 
 
@@ -298,7 +299,8 @@ def find_layer(model: keras.Model, name: str):
 
 def attention_plots(network, images, y_true, y_pred, spec: dict[str, Any], output: Path) -> list[Path]:
     """ViT attention rollout over the first misclassified and the first correct test images."""
-    from keras_models.vision_transformer import attention_rollout, save_attention_png
+    from keras_models.architectures.vit import attention_rollout
+    from keras_models.plots import save_attention_png
 
     wrong = np.flatnonzero(y_true != y_pred)[: ATTENTION_IMAGES // 2]
     right = np.flatnonzero(y_true == y_pred)[: ATTENTION_IMAGES - len(wrong)]
