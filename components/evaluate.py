@@ -1,13 +1,15 @@
 """Evaluate: test-split metrics of the served model, a baseline, a blessing, and registration.
 
 The model is evaluated as it will be served: the exported `serving.keras` on
-the raw test rows. The task computes its metrics, its baseline (majority
-class, seasonal naive, ...) and its plots. The model is blessed when every
-threshold in the recipe holds and, if asked, it beats the baseline on the
-task's primary metric; a blessed model becomes a new version in the MLflow
-Model Registry and takes the recipe's alias. Reference models a task reports
-beside its baseline (a ridge regression) are logged as `<name>_<metric>`,
-kept in `metrics.json`, and compared in `blessing.json` without blocking it.
+the raw test rows. The task computes its metrics, its baselines (majority
+class, seasonal naive, a translation memory, ...) and its plots. The model is
+blessed when every threshold in the recipe holds and, if asked, it beats the
+strongest of the task's blessing baselines on the task's primary metric; a
+blessed model becomes a new version in the MLflow Model Registry and takes
+the recipe's alias. Other systems a task reports beside its baseline are
+logged as `<name>_<metric>` and kept in `metrics.json`; those that are not
+blessing baselines (a ridge regression, AutoETS) are compared in
+`blessing.json` without blocking it.
 """
 
 from __future__ import annotations
@@ -31,34 +33,71 @@ SPEC = ComponentSpec(
 
 def bless(metrics: dict[str, float], baseline: dict[str, float], task, settings,
           references: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """Checks each threshold (a floor for scores, a ceiling for the task's error metrics) and the baseline.
+    """Checks each threshold (a floor for scores, a ceiling for the task's error metrics) and the baselines.
 
-    Each reference model (a ridge regression) adds an `informational` check on the primary metric with
-    the gap to it: it is reported, and the blessing does not depend on it.
+    The baseline check compares the primary metric with the strongest of the
+    task's `blessing_baselines` on it (the best score, or the lowest error)
+    and names that baseline; `margin` is how far the model is ahead of it,
+    positive when it beats it. Each other reference model (a ridge
+    regression) adds an `informational` check with the gap to it: it is
+    reported, and the blessing does not depend on it.
     """
+    references = references or {}
     checks = []
     for name, bound in settings.thresholds.items():
         value = metrics.get(name)
         lower = name in task.error_metrics
         passed = value is not None and (value <= bound if lower else value >= bound)
         checks.append({"check": f"{name} {'<=' if lower else '>='} {bound}", "value": value, "passed": passed})
-    if settings.must_beat_baseline:
-        name = task.primary_metric
-        value, reference = metrics[name], baseline[name]
-        lower = name in task.error_metrics
-        checks.append({"check": f"{name} {'<' if lower else '>'} baseline {name}", "value": value,
-                       "baseline": reference, "passed": value < reference if lower else value > reference})
-    blessed = all(c["passed"] for c in checks)
     name = task.primary_metric
     lower = name in task.error_metrics
-    for reference_name, reference_metrics in (references or {}).items():
+    if settings.must_beat_baseline:
+        candidates = {}
+        for key in task.blessing_baselines:
+            table = baseline if key == "baseline" else references.get(key, {})
+            if name in table:
+                candidates[task.baseline_name if key == "baseline" else key] = table[name]
+        checks.append(baseline_check(name, metrics.get(name), lower, candidates))
+    blessed = all(c["passed"] for c in checks)
+    for reference_name, reference_metrics in references.items():
         value, reference = metrics.get(name), reference_metrics.get(name)
-        if value is None or reference is None:
+        if value is None or reference is None or reference_name in task.blessing_baselines:
             continue
         checks.append({"check": f"{name} {'<=' if lower else '>='} {reference_name} {name}", "value": value,
                        "reference": reference, "gap": value - reference,
                        "passed": value <= reference if lower else value >= reference, "informational": True})
     return {"blessed": blessed, "checks": checks}
+
+
+def baseline_check(metric: str, value: float | None, lower: bool, baselines: dict[str, float]) -> dict[str, Any]:
+    """The check that `value` beats the strongest of `baselines` (their `metric` by name) strictly.
+
+    >>> baseline_check("chrf", 15.97, False, {"most frequent target": 1.83, "retrieval": 21.57})["outcome"]
+    'chrf 15.97 <= retrieval 21.57'
+    >>> baseline_check("mase", 0.9, True, {"seasonal naive": 1.2, "naive": 2.0})["outcome"]
+    'mase 0.9 < seasonal naive 1.2, by 0.3'
+    """
+    if not baselines:
+        raise ValueError(f"No blessing baseline reports {metric!r}.")
+    strongest = (min if lower else max)(baselines, key=baselines.get)
+    reference = baselines[strongest]
+    passed = value is not None and (value < reference if lower else value > reference)
+    margin = None if value is None else (reference - value if lower else value - reference)
+    sign = ("<" if lower else ">") if passed else (">=" if lower else "<=")
+    outcome = (f"{metric} {value:.4g} {sign} {strongest} {reference:.4g}" + (f", by {margin:.4g}" if passed else "")
+               if value is not None else f"{metric} missing; {strongest} {reference:.4g}")
+    return {"check": f"{metric} {'<' if lower else '>'} {strongest} {metric}", "value": value,
+            "baseline": strongest, "baseline_value": reference, "margin": margin, "baselines": baselines,
+            "outcome": outcome, "passed": passed}
+
+
+def blessing_outcome(checks: list[dict[str, Any]]) -> str:
+    """One line on why the model was blessed or not: the failed checks, else the baseline it beat."""
+    failed = [c.get("outcome") or f"{c['check']} failed (value {c['value']})" for c in checks
+              if not c["passed"] and not c.get("informational")]
+    if failed:
+        return "; ".join(failed)
+    return "; ".join(c["outcome"] for c in checks if "outcome" in c) or "every check passed"
 
 
 def register(model_uri: str, name: str, alias: str, description: str = "",
@@ -87,13 +126,22 @@ def metrics_table(metrics: dict[str, float], baseline: dict[str, float],
 
 def version_description(config, evaluation, blessing: dict[str, Any], data_fingerprint: str) -> str:
     """The registered version's description: what it was trained on, how it scored, and why it was blessed."""
-    checks = "\n".join(f"- {'passed' if c['passed'] else 'failed'}{' (informational)' if c.get('informational') else ''}: "
-                       f"`{c['check']}` (value {c['value']:.4f})" if c.get("value") is not None
-                       else f"- failed: `{c['check']}` (no value)" for c in blessing["checks"])
+    def line(c):
+        state = f"{'passed' if c['passed'] else 'failed'}{' (informational)' if c.get('informational') else ''}"
+        if "outcome" in c:
+            return f"- {state}: `{c['outcome']}` (the strongest of the baselines {_listed(c['baselines'])})"
+        return f"- {state}: `{c['check']}` (value {c['value']:.4f})" if c.get("value") is not None \
+            else f"- failed: `{c['check']}` (no value)"
+
+    checks = "\n".join(line(c) for c in blessing["checks"])
     return (f"**{config.model.name}** trained by recipe `{config.name}` ({config.task.type}) on "
             f"`{config.data.source}` (data fingerprint `{data_fingerprint[:16]}`).\n\n"
             f"Test split:\n\n{metrics_table(evaluation.headline, evaluation.baseline, evaluation.references)}\n\n"
             f"Blessing checks:\n\n{checks or '- none'}\n")
+
+
+def _listed(baselines: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in baselines.items())
 
 
 def classifier_plots(predictor, test, output: Path, title: str) -> list[Path]:
@@ -192,6 +240,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
     for plot in evaluation.plots:
         mlflow.log_artifact(str(plot), "plots")
     mlflow.set_tag("blessed", str(blessing["blessed"]).lower())
+    mlflow.set_tag("blessing", blessing_outcome(blessing["checks"]))
 
     registration = None
     if blessing["blessed"]:
@@ -202,11 +251,13 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         registration = register(model_uri, config.registered_model_name, config.evaluate.alias,
                                 version_description(config, evaluation, blessing, data_fingerprint), tags)
     metrics = {"test": evaluation.headline, "baseline": evaluation.baseline,
-               **({"references": evaluation.references} if evaluation.references else {}), **evaluation.details}
+               **({"references": evaluation.references} if evaluation.references else {}),
+               "blessing": blessing, **evaluation.details}
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     (output / "blessing.json").write_text(json.dumps({**blessing, "registration": registration}, indent=2))
     mlflow.log_artifact(str(output / "metrics.json"))
     mlflow.log_artifact(str(output / "blessing.json"))
     return {"test_metrics": evaluation.headline, "baseline_metrics": evaluation.baseline,
             "reference_metrics": evaluation.references, "blessed": blessing["blessed"],
-            "checks": blessing["checks"], "model_id": model_id, "registration": registration}
+            "checks": blessing["checks"], "blessing": blessing_outcome(blessing["checks"]), "model_id": model_id,
+            "registration": registration}

@@ -171,9 +171,10 @@ def pipeline_note(config: PipelineConfig, result: PipelineResult, experiment_id:
         lines += ["Test split:", "", metrics_table(summary["test_metrics"], summary.get("baseline_metrics", {}),
                                                    summary.get("reference_metrics")), ""]
         registration = summary.get("registration")
-        lines += [f"Blessed and registered as `models:/{registration['name']}@{registration['alias']}` "
+        why = f" ({summary['blessing']})" if summary.get("blessing") else ""
+        lines += [f"Blessed{why} and registered as `models:/{registration['name']}@{registration['alias']}` "
                   f"(version {registration['version']})." if registration else
-                  "Not blessed: see `blessing.json` on the evaluate run.", ""]
+                  f"Not blessed{why}: see `blessing.json` on the evaluate run.", ""]
     lines += ["| component | | run | seconds |", "| --- | --- | --- | --- |"]
     for name, component in result.components.items():
         built_by = component.artifact.manifest.get("mlflow_run_id", "")

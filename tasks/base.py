@@ -75,13 +75,15 @@ def pretrain_by_epoch(model, epochs: int, batch_size: int, epoch_data) -> None:
 
 @dataclass
 class Evaluation:
-    """Test metrics of the model and of its baseline, and the plots made on the way.
+    """Test metrics of the model and of its baselines, and the plots made on the way.
 
     `headline` holds the scalar metrics logged to MLflow and compared with
-    thresholds; `baseline` the metrics of the baseline the blessing requires
-    beating; `references` those of other models reported beside it, by name
-    (a ridge regression), which inform and do not block; `details` anything
-    else worth keeping in `metrics.json`.
+    thresholds; `baseline` the metrics of the task's simplest baseline (the
+    majority class, the train mean); `references` those of the other systems
+    computed beside it, by name (a translation memory, a ridge regression).
+    Which of them the blessing must beat is the task's `blessing_baselines`;
+    the others inform and do not block. `details` holds anything else worth
+    keeping in `metrics.json`.
     """
 
     headline: dict[str, float]
@@ -96,8 +98,12 @@ class Task:
 
     name: ClassVar[str]
     head: ClassVar[str]  # the `OutputSpec.head` of the model
-    primary_metric: ClassVar[str]  # compared with the baseline for the blessing
+    primary_metric: ClassVar[str]  # compared with the baselines for the blessing
     error_metrics: ClassVar[frozenset[str]] = frozenset()  # lower is better
+    baseline_name: ClassVar[str] = "baseline"  # what `Evaluation.baseline` is, as reports name it
+    # The blessing must beat the strongest of these on the primary metric: "baseline" is
+    # `Evaluation.baseline`, any other name a key of `Evaluation.references`.
+    blessing_baselines: ClassVar[tuple[str, ...]] = ("baseline",)
 
     def __init__(self, options):
         self.options = options

@@ -255,6 +255,7 @@ class ClassificationTask(Task):
     head = "classification"
     primary_metric = "accuracy"
     error_metrics = frozenset({"log_loss"})
+    baseline_name = "majority class"
 
     def outputs_frame(self, outputs, transform, index=None) -> pd.DataFrame:
         return predictions_frame(np.asarray(outputs), transform["label"], index)

@@ -26,8 +26,9 @@ raw history and answers in the series' own units.
 
 Evaluation is a rolling-origin backtest over each series' test split
 (`tasks/backtest.py`): MASE, sMAPE, RMSE and MAE per origin, overall and by
-horizon step, against seasonal naive (the baseline the blessing requires
-beating on MASE) with naive, drift, AutoETS and AutoTheta reported beside it.
+horizon step, against the benchmark methods, seasonal naive, naive and
+drift (the blessing requires beating the strongest of them on MASE), with the
+fitted AutoETS and AutoTheta reported beside them as references.
 """
 
 from __future__ import annotations
@@ -442,6 +443,9 @@ class Forecasting(Task):
     head = "forecasting"
     primary_metric = "mase"
     error_metrics = frozenset({"mase", "smape", "rmse", "mae"})
+    baseline_name = "seasonal naive"
+    # The benchmark methods with nothing fitted; AutoETS and AutoTheta are fitted models, references.
+    blessing_baselines = ("baseline", "naive", "drift")
 
     @property
     def lag(self) -> int | None:
@@ -645,8 +649,9 @@ class Forecasting(Task):
         """A rolling-origin backtest over each series' test split, the baselines forecasting from the same origins.
 
         The headline is the model's mean over origins (and over series) of
-        MASE, sMAPE, RMSE and MAE; the baseline the blessing requires beating
-        is seasonal naive; naive, drift, AutoETS and AutoTheta are references.
+        MASE, sMAPE, RMSE and MAE. `baseline` is seasonal naive; the blessing
+        requires beating the strongest of it, naive and drift (`blessing_baselines`);
+        AutoETS and AutoTheta are references.
         """
         from data.splits import read_frame
         from tasks import backtest

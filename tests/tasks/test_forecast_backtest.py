@@ -76,14 +76,18 @@ def test_no_origin_sees_its_own_future():
     assert before.summary("auto_ets")["mase"] < before.summary("naive")["mase"]
 
 
-def test_bless_requires_beating_seasonal_naive_on_mase_and_reports_the_gap_to_auto_ets():
+def test_bless_requires_beating_the_strongest_benchmark_on_mase_and_reports_the_gap_to_auto_ets():
     task = Forecasting(Options(type="forecasting", time_column="t"))
     settings = SimpleNamespace(thresholds={}, must_beat_baseline=True)
-    references = {"auto_ets": {"mase": 0.8}}
+    references = {"auto_ets": {"mase": 0.8}, "naive": {"mase": 1.5}, "drift": {"mase": 1.3}}
     won = bless({"mase": 0.9, "rmse": 50.0}, {"mase": 1.1, "rmse": 10.0}, task, settings, references)
-    assert won["blessed"] and won["checks"][0]["check"] == "mase < baseline mase"
+    assert won["blessed"] and won["checks"][0]["check"] == "mase < seasonal naive mase"
     assert won["checks"][1]["informational"] and won["checks"][1]["gap"] == pytest.approx(0.1)
+    assert len(won["checks"]) == 2  # naive and drift are blessing baselines, not references
     assert not bless({"mase": 1.2}, {"mase": 1.1}, task, settings, references)["blessed"]
+    trending = {**references, "drift": {"mase": 0.85}}
+    lost = bless({"mase": 0.9}, {"mase": 1.1}, task, settings, trending)
+    assert not lost["blessed"] and lost["checks"][0]["outcome"] == "mase 0.9 >= drift 0.85"
 
 
 def test_default_settings_follow_frequency_and_length_only():
@@ -217,7 +221,11 @@ def test_panel_model_learns_and_serves_every_series(panel_run):
                                           "realinv"}
     assert all(len(v) == 3 for v in metrics["per_origin"].values())
     assert metrics["test"]["mase"] < metrics["baseline"]["mase"], metrics["test"]
-    assert summary["blessed"]
+    # Trending quarterly series: drift, not last year's values, is the strongest benchmark (1.65 against
+    # seasonal naive's 2.14), and the blessing follows the model's margin over it.
+    check = next(c for c in summary["checks"] if "margin" in c)
+    assert check["baseline"] == "drift" and set(check["baselines"]) == {"seasonal naive", "naive", "drift"}
+    assert summary["blessed"] is (check["margin"] > 0), check
     assert {"naive", "drift", "auto_ets", "auto_theta"} <= set(metrics["references"])
     assert len(metrics["error_by_step"]["model"]) == 8
     assert (root / "evaluate" / "forecast.png").stat().st_size > 20_000

@@ -224,7 +224,7 @@ def test_serving_tokenisation_matches_beam(tatoeba):
 
 
 @pytest.mark.slow
-def test_end_to_end_translates_well_above_the_baseline(tatoeba):
+def test_end_to_end_translates_well_above_the_trivial_baseline_and_is_not_blessed_below_retrieval(tatoeba):
     from tasks.serving import Predictor
 
     root, config = tatoeba
@@ -232,11 +232,14 @@ def test_end_to_end_translates_well_above_the_baseline(tatoeba):
     trained = run_train(config, inputs, root / "train")
     run_component("evaluate", config, {**inputs, "train": root / "train"}, root / "evaluate")
     metrics = json.loads((root / "evaluate" / "metrics.json").read_text())
-    test, baseline = metrics["test"], metrics["baseline"]
+    test, baseline, retrieval = metrics["test"], metrics["baseline"], metrics["references"]["retrieval"]
     assert test["chrf"] > 3 * baseline["chrf"] and test["bleu"] > 3 * baseline["bleu"], metrics
-    assert set(baseline) == {"chrf", "bleu", "exact_match", "retrieval_chrf", "retrieval_bleu",
-                             "retrieval_exact_match"}
-    assert json.loads((root / "evaluate" / "blessing.json").read_text())["blessed"]
+    assert set(baseline) == set(retrieval) == {"chrf", "bleu", "exact_match"}
+    # The translation memory is the stronger baseline; a few epochs of a tiny Transformer stay below it.
+    blessing = json.loads((root / "evaluate" / "blessing.json").read_text())
+    check = blessing["checks"][-1]
+    assert not blessing["blessed"] and check["baseline"] == "retrieval" and check["margin"] < 0, metrics
+    assert check["outcome"] == f"chrf {test['chrf']:.4g} <= retrieval {retrieval['chrf']:.4g}"
     assert (root / "evaluate" / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| source | reference | model |" in (root / "evaluate" / "translations.md").read_text()
 
