@@ -138,9 +138,14 @@ def run_pipeline(
 
 
 def _log_review_params(name: str, config: PipelineConfig, result: PipelineResult) -> None:
-    """The data fingerprint once ingest is done; the trained hyperparameters and learning rate once train is."""
+    """Once ingest is done, the data fingerprint and the splits as the parent's dataset inputs (the runs table's
+    Dataset column); once train is, the trained hyperparameters and learning rate."""
     if name == "ingest":
-        mlflow.log_param("data_fingerprint", result.components["ingest"].artifact.fingerprint[:16])
+        from components.ingest import log_datasets
+
+        ingest = result.components["ingest"].artifact
+        mlflow.log_param("data_fingerprint", ingest.fingerprint[:16])
+        log_datasets(ingest.path, DATASET_SPLITS["ingest"], result.run_id)
     elif name == "train":
         from components.train import model_settings
 

@@ -104,10 +104,10 @@ def test_params_are_what_a_person_compares_and_the_whole_config_is_an_artifact(r
     assert load_config(path) == config  # the note's command reruns exactly this
 
 
-def test_every_run_that_reads_a_split_logs_it_as_a_dataset_cached_or_not(runs):
+def test_every_run_that_reads_a_split_logs_it_as_a_dataset_cached_or_not_and_the_parent_all_three(runs):
     _, _, trees = runs
-    expected = {"ingest": ["testing", "training", "validation"], "train": ["training", "validation"],
-                "evaluate": ["testing"]}
+    expected = {"parent": ["testing", "training", "validation"], "ingest": ["testing", "training", "validation"],
+                "train": ["training", "validation"], "evaluate": ["testing"]}
     digests = {}
     for tree in trees:
         for name, contexts in expected.items():
