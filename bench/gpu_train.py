@@ -305,8 +305,13 @@ def synthetic_split(case: Case, shapes: Shapes, rows: int, rng):
 
 
 def write_preprocess_artifact(directory: Path, transform: dict[str, Any], table, batch_size: int) -> Path:
-    """`transform/transform.json` and `transformed/train/*.parquet` as preprocess lays them out; whole-batch shards."""
-    from components.artifact_io import ROW_GROUP_BYTES, write_split
+    """`transform/transform.json` and `transformed/train/*.parquet` as preprocess lays them out; whole-batch shards.
+
+    Uncompressed, as the preprocess component writes, one row group per shard.
+    """
+    import pyarrow.parquet as pq
+
+    from components.artifact_io import ROW_GROUP_BYTES
 
     (directory / "transform").mkdir(parents=True)
     (directory / "transform" / "transform.json").write_text(json.dumps(transform))
@@ -315,7 +320,8 @@ def write_preprocess_artifact(directory: Path, transform: dict[str, Any], table,
     row_bytes = max(1, table.nbytes // table.num_rows)
     shard_rows = batch_size * max(1, ROW_GROUP_BYTES // (batch_size * row_bytes))
     for index, start in enumerate(range(0, table.num_rows, shard_rows)):
-        write_split(table.slice(start, shard_rows).combine_chunks(), split / f"part-{index:05d}.parquet")
+        pq.write_table(table.slice(start, shard_rows).combine_chunks(), split / f"part-{index:05d}.parquet",
+                       row_group_size=shard_rows, compression="none")
     return split
 
 
@@ -395,7 +401,7 @@ def torch_reference(case: Case, hparams: dict[str, Any], shapes: Shapes):
         if (e.name or "").split(".")[0] != "torch":
             raise
         return None, "torch not installed"
-    from keras_models.convolutional import SMALL_IMAGE_PIXELS, _scaled
+    from keras_models.architectures.convolutional import SMALL_IMAGE_PIXELS, _scaled
 
     if case.torch == "resnet18":
         stem = hparams["stem"]

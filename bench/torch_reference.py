@@ -5,7 +5,7 @@ Written by hand in `torch.nn` (torchvision may be absent) to match what
 architectures: `bench.gpu_train` prints both trainable parameter counts side
 by side.
 
-- `ResNet18`: `keras_models.convolutional.resnet` at depth 18. Every
+- `ResNet18`: `keras_models.architectures.convolutional.resnet` at depth 18. Every
   convolution is bias-free and followed by batch normalisation (eps 1e-5,
   Keras momentum 0.9 = PyTorch momentum 0.1); the first block of stages 3-5
   strides in its first 3×3 convolution (the paper's v1, not torchvision's
@@ -14,7 +14,7 @@ by side.
   max-pool, the `"imagenet"` stem 7×7/2 and a 3×3/2 max-pool. Keras's `"same"`
   padding of a strided convolution pads one more pixel after than before;
   PyTorch's symmetric padding gives the same output size, parameters and FLOPs.
-- `ViT`: `keras_models.vision_transformer.vit`. Patch convolution, zero-started
+- `ViT`: `keras_models.architectures.vit.vit`. Patch convolution, zero-started
   class token, learned class and grid position embeddings, embedding dropout,
   pre-norm blocks (LayerNorm eps 1e-6, exact GELU, dropout on the MLP hidden
   layer and on both residual branches), final LayerNorm, head on the class
