@@ -8,6 +8,7 @@ the parent run, the train run's charts, the evaluate run's confusion matrix
 and the registered model version. The PNGs go to `docs/images/`.
 
     NODE_PATH=DIR/node_modules python tools/screenshots.py [--keep]   # --keep leaves the store and prints its path
+    NODE_PATH=DIR/node_modules python tools/screenshots.py --store DIR  # captures a kept store again
 """
 
 from __future__ import annotations
@@ -47,8 +48,18 @@ def wait_for(url: str, seconds: float = 120) -> None:
             time.sleep(1)
 
 
+# What a reviewer looks for first: the runs table with the parent run expanded to its components and the test
+# accuracy and model settings as columns; the parent's description (test metrics against the baseline) unfolded;
+# the train run's per-epoch curves; a plot of the evaluate run.
+EXPERIMENT_COLUMNS = ["test_accuracy", "model", "epochs", "learning_rate"]
+HIDDEN_COLUMNS = ["Source"]  # ticked by default: the pipeline's entry point, the same for every run
+TRAIN_CHARTS = "^(val_)?(loss|accuracy)$"  # the search box takes a regular expression
+# The expand icon before a parent run's name in the runs table.
+EXPAND_PARENT = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'
+
+
 def pages(uri: str, base: str) -> dict[str, dict]:
-    """The UI pages to capture, by file name (a URL and the texts to click), from the newest pipeline run."""
+    """The UI pages to capture, by file name (a URL and the steps that set the page up), from the newest run."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -58,11 +69,15 @@ def pages(uri: str, base: str) -> dict[str, dict]:
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     run_page = f"{base}/#/experiments/{experiment.experiment_id}/runs"
     found = {
-        "experiment.png": {"url": f"{base}/#/experiments/{experiment.experiment_id}"},
-        "parent_run.png": {"url": f"{run_page}/{parent.info.run_id}"},
-        "train_charts.png": {"url": f"{run_page}/{children['train'].info.run_id}/model-metrics"},
+        "experiment.png": {"url": f"{base}/#/experiments/{experiment.experiment_id}",
+                           "steps": [{"clickSelector": EXPAND_PARENT},
+                                     {"columns": EXPERIMENT_COLUMNS + HIDDEN_COLUMNS}]},
+        "parent_run.png": {"url": f"{run_page}/{parent.info.run_id}",
+                           "steps": [{"click": "Show more"}, {"fill": ["Search metrics", "test_"]}]},
+        "train_charts.png": {"url": f"{run_page}/{children['train'].info.run_id}/model-metrics",
+                             "steps": [{"fill": ["Search metric charts", TRAIN_CHARTS]}]},
         "evaluate_artifacts.png": {"url": f"{run_page}/{children['evaluate'].info.run_id}/artifacts",
-                                   "click": ["plots", "confusion_matrix.png"]},
+                                   "steps": [{"click": "plots"}, {"click": "confusion_matrix.png"}]},
     }
     versions = client.search_model_versions("name = 'iris-mlp'")
     if versions:
@@ -76,18 +91,20 @@ def pages(uri: str, base: str) -> dict[str, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary tracking store")
+    parser.add_argument("--store", type=Path, help="capture a store kept by --keep instead of running the pipeline")
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None or shutil.which("node") is None:
         print("error: headless Chromium and Node.js are needed: apt-get install -y chromium nodejs (as root)",
               file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="screenshots-"))
+    work = args.store.resolve() if args.store else Path(tempfile.mkdtemp(prefix="screenshots-"))
     uri = f"sqlite:///{work}/mlflow.db"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    env.pop("MLFLOW_EXPERIMENT_NAME", None)
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *RUN_ARGS, "--output-dir", str(work / "artifacts")],
-                   cwd=work, env={**env, "PYTHONPATH": str(REPO)}, check=True)
+    if not args.store:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env.pop("MLFLOW_EXPERIMENT_NAME", None)
+        subprocess.run([sys.executable, "-m", "pipeline.cli", *RUN_ARGS, "--output-dir", str(work / "artifacts")],
+                       cwd=work, env={**env, "PYTHONPATH": str(REPO)}, check=True)
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
                                "--host", "127.0.0.1", "--port", str(port)],
@@ -103,8 +120,8 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(30)
-        if args.keep:
-            print(f"tracking store kept: {uri}")
+        if args.keep or args.store:
+            print(f"tracking store kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
