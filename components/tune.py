@@ -187,7 +187,7 @@ def loaded_objects_frozen():
 
     Keras Tuner clears the Keras session and collects garbage before each
     trial: two full collections, which with TensorFlow loaded walk some
-    600,000 objects, 0.3 s of a core each. Frozen after one last collection,
+    600,000 objects (docs/benchmarks.md has the cost). Frozen after one last collection,
     the libraries' objects are not walked again, and each collection only
     looks at what the search made since; on exit they are collectable again.
     """

@@ -355,8 +355,8 @@ def exit_process(status: int) -> NoReturn:
     """Exits with `status`, sparing the interpreter's shutdown its garbage collection.
 
     At exit CPython collects reference cycles among every object still alive:
-    with TensorFlow, Keras, MLflow and Beam loaded that walk takes 1–2 s, to
-    free memory the process is about to give back. Frozen objects are skipped;
+    with TensorFlow, Keras, MLflow and Beam loaded that walk is slow
+    (docs/benchmarks.md), and frees memory the process is about to give back. Frozen objects are skipped;
     `atexit` handlers (MLflow's flush of queued metrics, removing temporary
     directories) run as before.
     """

@@ -1,34 +1,8 @@
 """Time-series forecasting: one regular series, split by time, forecast `horizon` steps at once.
 
-Ingest sorts the series by its time column, checks that it is regular (no
-duplicate timestamps, no missing periods, at the frequency pandas infers)
-and splits it by time: the last `test_periods` rows are the test split, the
-`eval_periods` before them the eval split, the rest the train split.
-
-Windows of the eval and test splits start in the periods before them, yet
-every stage sees one split at a time. So ingest stores, with each row, the
-raw values of the steps before it (`history`; NaN before the series
-starts): a row is then a self-contained forecast origin, any split can be
-turned into windows on its own, and the stored history is exactly the raw
-input the serving model takes. Nothing leaks: a row's history is only the
-past, and the analyzer reads the train rows' own values only.
-
-Preprocess scales in one of two ways. `scaling: series` fits the moments
-on the train split in one Beam pass (mergeable count/mean/M2); with
-`seasonal_difference` the model learns on `y[t] - y[t - seasonality]`.
-`scaling: window` scales each window by its own last value and mean
-absolute seasonal difference (the scale MASE divides by), and the network
-learns the correction to seasonal naive (or naive) in that space, as
-ES-RNN learns on exponential-smoothing-normalised windows; one model then
-reads series of any size, which is what `series_column` (many series, one
-row per series and period) needs. Either way the serving model takes the
-raw history and answers in the series' own units.
-
-Evaluation is a rolling-origin backtest over each series' test split
-(`tasks/backtest.py`): MASE, sMAPE, RMSE and MAE per origin, overall and by
-horizon step, against the benchmark methods, seasonal naive, naive and
-drift (the blessing requires beating the strongest of them on MASE), with the
-fitted AutoETS and AutoTheta reported beside them as references.
+Each row carries the raw values of the steps before it, so any split turns
+into windows on its own; why, and how scaling and the backtest work, is in
+docs/design.md ("Forecasting").
 """
 
 from __future__ import annotations

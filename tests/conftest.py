@@ -7,8 +7,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # XLA compiles JAX's random initializers once per weight shape. On CPU the partitionable threefry
-# (JAX's default, built for sharded arrays) takes 2.5 s of a core per he_normal shape here, the
-# classic one 0.5 s: only the random bits differ. The variable reaches the processes tests start.
+# (JAX's default, built for sharded arrays) compiles several times slower than the classic one
+# (docs/benchmarks.md); only the random bits differ. The variable reaches the processes tests start.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
 
 import pytest
@@ -33,7 +33,7 @@ def _seed():
 
     keras.utils.set_random_seed(0)
     yield
-    # Without the full garbage collection (0.3 s of a core per test with TensorFlow loaded); Python's own
+    # Without the full garbage collection, which walks every object TensorFlow loaded; Python's own
     # collections still run.
     keras.backend.clear_session(free_memory=False)
 
