@@ -1,29 +1,9 @@
 """Data-parallel training with the backend's own distribution API.
 
-`train.strategy` names how train and tune spread one model over devices:
-
-- `default`: one device, no distribution.
-- `mirrored`: on TensorFlow, `tf.distribute.MirroredStrategy` over every local
-  GPU (every logical CPU device when there is no GPU); on JAX it means the same
-  thing as `data_parallel`.
-- `data_parallel`: on JAX, `keras.distribution.DataParallel` over every device
-  of every process; on TensorFlow it means the same thing as `mirrored`.
-- `multi_worker`: `tf.distribute.MultiWorkerMirroredStrategy` on TensorFlow
-  (the workers from `TF_CONFIG`). Keras 3 cannot fit a model across more than
-  one worker with it (keras-team/keras#20585), so a `TF_CONFIG` of several
-  workers is refused before anything trains; on JAX it is `data_parallel`.
-- `auto`: `mirrored` on TensorFlow with more than one GPU, `data_parallel` on
-  JAX with more than one device or a multi-host setting, else `default`.
-
-On JAX, `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`
-make the process one host of several (`keras.distribution.initialize`, which
-wraps `jax.distributed.initialize`); each host then feeds its own shard of the
-rows (`Plan.shard`), and JAX's collectives keep the replicas in step.
-
-`train.batch_size` is per replica: the global batch is that times the replica
-count, and the learning rate grows linearly with it (Goyal et al. 2017,
-"Accurate, Large Minibatch SGD"), so one recipe behaves alike on any number of
-devices.
+`train.strategy` (`default`, `mirrored`, `data_parallel`, `multi_worker`,
+`auto`) picks how train and tune spread one model over devices, and
+`train.batch_size` is per replica; what each strategy does on each backend,
+and why, is in docs/design.md ("Distribution strategies").
 """
 
 from __future__ import annotations
