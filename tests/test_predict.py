@@ -5,6 +5,7 @@ whose headers have spaces and parentheses (`sepal length (cm)`); every file
 predicted on is written under pytest's temporary directory, outside the checkout.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -210,9 +211,10 @@ def test_the_logged_model_ships_and_needs_only_the_serving_packages(model, elsew
         "sys.modules['pipeline'] = sys.modules['components'] = None  # importing either raises ImportError\n"
         "import mlflow, pandas as pd\n"
         "rows = pd.read_json(sys.stdin, orient='split')\n"
-        f"print(mlflow.pyfunc.load_model({path!r}).predict(rows).to_json(orient='split'))\n"
+        f"print(mlflow.pyfunc.load_model({path!r}).predict(rows).to_json(orient='split', double_precision=15))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], input=rows.to_json(orient="split"), cwd=elsewhere,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_predictions(pd.read_json(result.stdout.splitlines()[-1], orient="split"), served(model, rows))
+    assert_same_predictions(pd.read_json(io.StringIO(result.stdout.splitlines()[-1]), orient="split"),
+                            served(model, rows))
