@@ -2,8 +2,9 @@
 
     python -m keras_models.catalogue > docs/models.md
 
-Parameters are counted at each model's default hyperparameters on a
-representative input for its family, so the table tracks the code.
+Parameters are counted at each model's default hyperparameters on the input
+it was designed for (the `reference` it is registered with, else its family's
+representative task), so the table tracks the code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import keras_tuner
 from keras_models import InputSpec, OutputSpec, list_models
 from keras_models.registry import ModelEntry, count_parameters
 
-# A representative task per family: the one its recipes train on.
+# A representative task per family, for models registered without a reference input.
 EXAMPLE_SPECS: dict[str, tuple[str, InputSpec, OutputSpec]] = {
     "dense": ("Iris, 4 features → 3 classes", InputSpec((4,)), OutputSpec("classification", 3)),
     "tabular": ("breast cancer, 30 features → 2 classes", InputSpec((30,)), OutputSpec("classification", 2)),
@@ -43,7 +44,11 @@ def _space(entry: ModelEntry) -> str:
 
 
 def _params(entry: ModelEntry) -> tuple[str, str]:
-    description, input_spec, output_spec = EXAMPLE_SPECS.get(entry.family, EXAMPLE_SPECS["dense"])
+    if entry.reference is not None:
+        reference = entry.reference
+        description, input_spec, output_spec = reference.description, reference.input_spec, reference.output_spec
+    else:
+        description, input_spec, output_spec = EXAMPLE_SPECS.get(entry.family, EXAMPLE_SPECS["dense"])
     if output_spec.head not in entry.tasks:
         output_spec = OutputSpec(entry.tasks[0], output_spec.units, output_spec.vocab_size or input_spec.vocab_size)
     return f"{count_parameters(entry.name, input_spec, output_spec):,}", description

@@ -1,4 +1,4 @@
-"""Layers the zoo's attention models share: padding mask, multi-head attention, position embeddings, blocks.
+"""Layers the zoo's models share: padding mask, multi-head attention, position embeddings, transformer blocks.
 
 `MultiHeadDotProductAttention` computes attention with `keras.ops.dot_product_attention`,
 which runs a fused kernel where the backend has one (cuDNN flash attention on
@@ -6,8 +6,16 @@ a GPU under JAX, for shapes and dtypes it supports); it falls back to an
 explicit einsum and float32 softmax only to return the attention weights or to
 drop attention probabilities while training.
 
+There is one transformer block of each norm order: `TransformerEncoderLayer`
+and `TransformerDecoderLayer` are post-norm (`LN(x + sublayer(x))`, the
+Transformer, BERT, the series Transformer), `PreNormEncoderLayer` is pre-norm
+(`x + sublayer(LN(x))`, ViT).
+
 Every layer is registered under `keras_models>ClassName`; the names are those
 the families used before this module existed, so models saved then still load.
+A name the zoo saved under before (`MultiHeadAttention`) is an alias of the
+layer here; layers saved under other class names or with other variable
+layouts are kept, for loading only, in `keras_models.legacy`.
 """
 
 from __future__ import annotations
@@ -393,6 +401,57 @@ class ViTPositionEmbedding(keras.layers.Layer):
         return {**super().get_config(), "grid_size": self.grid_size, "stddev": self.stddev}
 
 
+@_serializable
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned embedding of each position of a fixed-length sequence: `(batch, time, width)` in and out.
+
+    One vector per position, as in BERT and ViT; the series Transformer uses
+    it, since attention alone is blind to the order of its timesteps.
+
+    Args:
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`).
+
+    Example:
+    >>> import numpy as np
+    >>> tuple(PositionEmbedding()(np.zeros((2, 5, 4), "float32")).shape)
+    (2, 5, 4)
+    """
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(input_shape[1], input_shape[2]),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.embeddings, inputs.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+# ------------------------------------------------------------ sequence summaries
+
+
+@_serializable
+class LastTimestep(keras.layers.Layer):
+    """Keeps the last step of a sequence: `(batch, time, features)` → `(batch, features)`.
+
+    The last output of a causal network has seen the whole window (up to its
+    receptive field), so it is the summary the TCN's head reads.
+
+    Args:
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`).
+    """
+
+    def call(self, inputs):
+        return inputs[:, -1, :]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
 # ------------------------------------------------------------ post-norm blocks
 
 
@@ -628,3 +687,122 @@ class TransformerDecoderLayer(_AttentionBlock):
         batch, steps = inputs.shape[:2]
         weights = keras.KerasTensor((batch, self.num_heads, steps, encoder_outputs.shape[1]), dtype="float32")
         return outputs, weights
+
+
+# ------------------------------------------------------------ pre-norm block
+
+
+@_serializable
+class PreNormEncoderLayer(keras.layers.Layer):
+    """Pre-norm Transformer encoder layer (ViT eqs. 2-3; Xiong et al. 2020).
+
+    `x + MSA(LN(x))`, then `x + MLP(LN(x))` with MLP = Dense(ff_dim, activation) →
+    Dense(dim). The attention is a `MultiHeadDotProductAttention` (fused
+    dot-product attention where the backend has it). Called with
+    `return_attention_scores=True` the block also returns the float32 attention
+    weights, shaped `(batch, heads, tokens, tokens)`.
+
+    The attention's projections are saved as the block's `query`, `key`,
+    `value` and `attention_output`, the layout ViT weights have always had:
+    the attention layer itself is a private attribute, which Keras's saving
+    visits after the public ones.
+
+    Args:
+        num_heads: int, attention heads; must divide the embedding size.
+        ff_dim: int, hidden width of the MLP.
+        dropout: float, dropout on the MLP's hidden layer and on both residual branches.
+        attention_dropout: float, dropout on the attention weights.
+        layer_norm_epsilon: float, epsilon of both layer normalisations.
+        activation: str, activation of the MLP's hidden layer.
+
+    Example:
+    >>> block = PreNormEncoderLayer(num_heads=2, ff_dim=16)
+    >>> outputs, weights = block(keras.ops.ones((1, 5, 8)), return_attention_scores=True)
+    >>> tuple(outputs.shape), tuple(weights.shape)
+    ((1, 5, 8), (1, 2, 5, 5))
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        ff_dim: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        layer_norm_epsilon: float = 1e-6,
+        activation: str = "gelu",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.ff_dim = ff_dim
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.activation = activation
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim % self.num_heads:
+            raise ValueError(f"Embedding size {dim} is not divisible by num_heads={self.num_heads}.")
+        common = dict(dtype=self.dtype_policy)
+        self.attention_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name="attention_norm", **common
+        )
+        self._attention = MultiHeadDotProductAttention(
+            self.num_heads, dropout=self.attention_dropout, name="attention", **common
+        )
+        self._attention.build(input_shape)
+        self.mlp_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, name="mlp_norm", **common)
+        self.mlp_hidden = keras.layers.Dense(self.ff_dim, activation=self.activation, name="mlp_hidden", **common)
+        self.mlp_output = keras.layers.Dense(dim, name="mlp_output", **common)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, **common)
+        for layer in (self.attention_norm, self.mlp_norm, self.mlp_hidden):
+            layer.build(input_shape)
+        self.mlp_output.build((*input_shape[:-1], self.ff_dim))
+
+    @property
+    def query(self):
+        return self._attention.query_dense
+
+    @property
+    def key(self):
+        return self._attention.key_dense
+
+    @property
+    def value(self):
+        return self._attention.value_dense
+
+    @property
+    def attention_output(self):
+        return self._attention.output_dense
+
+    def call(self, inputs, training=None, return_attention_scores=False):
+        attended = self._attention(
+            self.attention_norm(inputs), return_attention_scores=return_attention_scores, training=training
+        )
+        if return_attention_scores:
+            attended, weights = attended
+        x = inputs + self.dropout_layer(attended, training=training)
+        y = self.dropout_layer(self.mlp_hidden(self.mlp_norm(x)), training=training)
+        outputs = x + self.dropout_layer(self.mlp_output(y), training=training)
+        return (outputs, weights) if return_attention_scores else outputs
+
+    def compute_output_spec(self, inputs, training=None, return_attention_scores=False):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return outputs
+        tokens = inputs.shape[1]
+        return outputs, keras.KerasTensor((inputs.shape[0], self.num_heads, tokens, tokens), dtype="float32")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "ff_dim": self.ff_dim,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation": self.activation,
+        }
+
+

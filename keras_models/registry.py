@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,8 +23,29 @@ SearchSpace = Callable[[Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class Example:
+    """A build of a model: its specs and the hyperparameters that differ from the defaults.
+
+    A model's `example` is tiny, so that the zoo's shared tests build, train
+    and save every model in a second; its `reference` is the input the
+    architecture was designed for, at which the catalogue counts parameters.
+
+    Args:
+        input_spec: what the model reads.
+        output_spec: its head.
+        hparams: keyword arguments of the builder.
+        description: what the specs stand for, e.g. "MNIST, 32×32×1 → 10 classes".
+    """
+
+    input_spec: InputSpec
+    output_spec: OutputSpec
+    hparams: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, search space and catalogue facts."""
+    """A registered model: its builder, search space, examples and catalogue facts."""
 
     name: str
     family: str
@@ -32,6 +54,8 @@ class ModelEntry:
     paper: str = ""
     tasks: tuple[str, ...] = ("classification",)
     defaults: dict[str, Any] = field(default_factory=dict)
+    example: Example | None = None
+    reference: Example | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -44,11 +68,15 @@ def register_model(
     search_space: SearchSpace,
     paper: str = "",
     tasks: tuple[str, ...] = ("classification",),
+    example: Example,
+    reference: Example | None = None,
 ):
     """Registers `builder(input_spec, output_spec, **hparams)` under `name`.
 
     The builder's keyword defaults are the model's default hyperparameters.
-    A second registration of the same name is an error, not an override.
+    `example` is the tiny build the zoo's shared tests run; `reference`, the
+    input the architecture was designed for, sized at its defaults in the
+    catalogue. A second registration of the same name is an error, not an override.
     """
 
     def decorator(builder):
@@ -70,22 +98,26 @@ def register_model(
             paper=paper,
             tasks=tuple(tasks),
             defaults=defaults,
+            example=example,
+            reference=reference,
         )
         return builder
 
     return decorator
 
 
-FAMILIES = ("convolutional", "dense", "seq2seq", "sequence", "tabular", "text", "vision_transformer")
-
-
 def load_families() -> None:
-    """Imports every family module; each registers its models and Keras layers as it loads.
+    """Imports every module of `keras_models.architectures`; each registers its models and Keras layers.
 
-    Loading the saved model of any architecture needs its layers registered.
+    Loading the saved model of any architecture needs its layers registered,
+    and the training objects and legacy layers saved models may name.
     """
-    for family in FAMILIES:
-        importlib.import_module(f"keras_models.{family}")
+    package = importlib.import_module("keras_models.architectures")
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    importlib.import_module("keras_models.training")
+    importlib.import_module("keras_models.legacy")
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -144,18 +176,3 @@ def count_parameters(name: str, input_spec: InputSpec, output_spec: OutputSpec, 
     keras.backend.clear_session()
     return count
 
-
-def write_index() -> None:
-    """Rewrites `index.json` from the registered models."""
-    import json
-
-    entries = index.index_of(list_models())
-    index.INDEX_PATH.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {index.INDEX_PATH} ({len(entries)} models)")
-
-
-if __name__ == "__main__":
-    # Run as a script, this file is `__main__`; the families register their models in `keras_models.registry`.
-    from keras_models.registry import write_index as write_registered_index
-
-    write_registered_index()

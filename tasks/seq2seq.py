@@ -316,7 +316,7 @@ class Seq2Seq(Task):
         return model
 
     def compile_args(self, transform):
-        from keras_models.seq2seq import masked_label_smoothed_loss
+        from keras_models.training import masked_label_smoothed_loss
 
         return {"loss": masked_label_smoothed_loss(self.options.label_smoothing)}
 
@@ -425,7 +425,8 @@ class Seq2Seq(Task):
 
     def _attention_plot(self, predictor, sources: list[str], outputs: np.ndarray, output: Path) -> list[Path]:
         """The attention over the source while the model translates one test sentence; none without attention."""
-        from keras_models.seq2seq import attention_model, save_attention_heatmap
+        from keras_models.plots import save_attention_heatmap
+        from keras_models.seq2seq import attention_model
 
         try:
             probe = attention_model(predictor.model)

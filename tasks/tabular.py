@@ -277,7 +277,8 @@ class TabularTask(Task):
         """TabNet's per-step feature masks on the test rows: which features each decision step reads."""
         if config.model.name != "tabnet":
             return []
-        from keras_models.tabular import save_feature_mask_png, tabnet_feature_masks
+        from keras_models.architectures.tabnet import tabnet_feature_masks
+        from keras_models.plots import save_feature_mask_png
 
         transform = predictor.transform
         x = raw_feature_matrix(test, transform)
@@ -340,7 +341,7 @@ class TabularClassification(TabularTask, ClassificationTask):
             )
         import keras
 
-        from keras_models.tabular import TabNetPretrainer, hide_features, reconstruction_loss
+        from keras_models.architectures.tabnet import TabNetPretrainer, hide_features, reconstruction_loss
 
         x_train = np.asarray(x_train, "float32")
         pretrainer = TabNetPretrainer(model.get_layer("tabnet_encoder"), x_train.shape[1], name="tabnet_pretrainer")

@@ -11,7 +11,7 @@ The Beam analyzer counts tokens over the train split (per-batch counters,
 merged exactly) and keeps the `vocabulary_size` most frequent seen at least
 `preprocess.vocabulary_min_frequency` times, ties broken by token. Ids: 0 pads,
 1 is any token outside the vocabulary, then the vocabulary in that order.
-Id 1 is also the text encoders' `[MASK]` (`keras_models.text.MASK_ID`): to a
+Id 1 is also the text encoders' `[MASK]` (`keras_models.training.MASK_ID`): to a
 masked-LM-pretrained encoder an unknown word and a masked word are alike, a
 word to infer from its context. A text becomes its first `max_length` ids,
 padded with 0 at the end: the same as `TextVectorization` with a fixed
@@ -282,7 +282,7 @@ class TextClassification(ClassificationTask):
         if not epochs:
             return
         import keras_models
-        from keras_models.text import mask_tokens, masked_lm_loss, transfer_encoder_weights
+        from keras_models.training import mask_tokens, masked_lm_loss, transfer_encoder_weights
 
         name = config.model.name
         if "masked_lm" not in keras_models.get_entry(name).tasks:

@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_models.heads import require_range, task_head
-from keras_models.registry import register_model
+from keras_models.registry import Example, register_model
 from keras_models.specs import InputSpec, OutputSpec
 
 SMALL_IMAGE_PIXELS = 64
@@ -105,6 +105,9 @@ def lenet_search_space(hp):
     search_space=lenet_search_space,
     paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",
     tasks=("classification",),
+    example=Example(InputSpec((8, 8, 1)), OutputSpec("classification", 10)),
+    reference=Example(InputSpec((32, 32, 1)), OutputSpec("classification", 10),
+                      description="32×32×1 digits (MNIST padded, as in the paper) → 10 classes"),
 )
 def lenet(input_spec: InputSpec, output_spec: OutputSpec, *, activation: str = "tanh") -> keras.Model:
     """LeNet-5: conv 6@5×5 → avg-pool → conv 16@5×5 → avg-pool → dense 120 → 84 → head.
@@ -163,6 +166,8 @@ def alexnet_search_space(hp):
     search_space=alexnet_search_space,
     paper="Krizhevsky, Sutskever & Hinton 2012, ImageNet Classification with Deep Convolutional Neural Networks",
     tasks=("classification",),
+    example=Example(InputSpec((8, 8, 1)), OutputSpec("classification", 10), dict(width_multiplier=1 / 16, fc_units=16)),
+    reference=Example(InputSpec((224, 224, 3)), OutputSpec("classification", 1000), description="ImageNet, 224×224×3 → 1,000 classes"),
 )
 def alexnet(
     input_spec: InputSpec,
@@ -257,6 +262,8 @@ def vgg_search_space(hp):
     search_space=vgg_search_space,
     paper="Simonyan & Zisserman 2014, Very Deep Convolutional Networks for Large-Scale Image Recognition",
     tasks=("classification",),
+    example=Example(InputSpec((8, 8, 1)), OutputSpec("classification", 10), dict(depth=11, width_multiplier=1 / 16, fc_units=16)),
+    reference=Example(InputSpec((224, 224, 3)), OutputSpec("classification", 1000), description="ImageNet, 224×224×3 → 1,000 classes"),
 )
 def vgg(
     input_spec: InputSpec,
@@ -364,6 +371,8 @@ def _inception_module(x, filters, width_multiplier, name):
     search_space=inception_search_space,
     paper="Szegedy et al. 2014, Going Deeper with Convolutions (GoogLeNet / Inception v1)",
     tasks=("classification",),
+    example=Example(InputSpec((8, 8, 1)), OutputSpec("classification", 10), dict(width_multiplier=1 / 16)),
+    reference=Example(InputSpec((224, 224, 3)), OutputSpec("classification", 1000), description="ImageNet, 224×224×3 → 1,000 classes"),
 )
 def inception(
     input_spec: InputSpec,
@@ -474,6 +483,8 @@ def _residual_block(x, filters, strides, kind, name):
     search_space=resnet_search_space,
     paper="He et al. 2015, Deep Residual Learning for Image Recognition",
     tasks=("classification",),
+    example=Example(InputSpec((8, 8, 1)), OutputSpec("classification", 10), dict(depth=18, width_multiplier=1 / 16)),
+    reference=Example(InputSpec((224, 224, 3)), OutputSpec("classification", 1000), description="ImageNet, 224×224×3 → 1,000 classes"),
 )
 def resnet(
     input_spec: InputSpec,

@@ -1,17 +1,10 @@
-import doctest
-
 import keras
 import numpy as np
 import pytest
 
-from keras_models import InputSpec, OutputSpec, build_model, search_space, convolutional
-from keras_models.convolutional import GOOGLENET_MODULES, LocalResponseNormalization
-from tests.models.checks import (
-    assert_runs_mixed_bfloat16,
-    assert_save_load_identical,
-    assert_training_lowers_loss,
-    count_params_unallocated,
-)
+from keras_models import InputSpec, OutputSpec, build_model
+from keras_models.architectures.convolutional import GOOGLENET_MODULES, LocalResponseNormalization
+from tests.models.checks import assert_training_lowers_loss, count_params_unallocated
 
 DIGITS_IN, DIGITS_OUT = InputSpec((8, 8, 1)), OutputSpec("classification", 10)
 IMAGENET_IN, IMAGENET_OUT = InputSpec((224, 224, 3)), OutputSpec("classification", 1000)
@@ -32,7 +25,7 @@ def _unallocated(name, input_spec, output_spec=DIGITS_OUT, **hparams):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_learns_digits_and_round_trips(name, digits, tmp_path):
+def test_learns_digits(name, digits):
     x, y = digits[0][:1024], digits[1][:1024]
     model = build_model(name, DIGITS_IN, DIGITS_OUT, **TINY[name])
     assert model.output_shape == (None, 10)
@@ -40,14 +33,7 @@ def test_learns_digits_and_round_trips(name, digits, tmp_path):
         model, x, y, loss="sparse_categorical_crossentropy", epochs=8, batch_size=64,
         learning_rate=2e-3, factor=0.5,
     )
-    # batch_size 16 as in the round trip below, so JAX compiles one predict step, not two.
-    assert (model.predict(x, batch_size=16, verbose=0).argmax(1) == y).mean() > 0.75
-    assert_save_load_identical(model, x[:16], tmp_path, atol=1e-4)
-
-
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_mixed_bfloat16(name, digits):
-    assert_runs_mixed_bfloat16(name, DIGITS_IN, DIGITS_OUT, digits[0][:4], **TINY[name])
+    assert (model.predict(x, batch_size=64, verbose=0).argmax(1) == y).mean() > 0.75
 
 
 def _googlenet_params():
@@ -125,16 +111,6 @@ def test_local_response_normalization_matches_the_formula():
     assert LocalResponseNormalization.from_config(layer.get_config()).alpha == 1e-2
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_search_space_feeds_the_builder(name):
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    hparams = search_space(name, hp)
-    assert {p.name for p in hp.space} == set(hparams)
-    assert _unallocated(name, DIGITS_IN, **hparams).output_shape == (None, 10)
-
-
 def test_rejects_bad_hparams():
     with pytest.raises(ValueError, match="depth=20 .* must be one of \\[18, 34, 50\\]"):
         build_model("resnet", DIGITS_IN, DIGITS_OUT, depth=20)
@@ -147,6 +123,3 @@ def test_rejects_bad_hparams():
     with pytest.raises(ValueError, match="fixed \\(height, width, channels\\)"):
         build_model("lenet", InputSpec((64,)), DIGITS_OUT)
 
-
-def test_docstring_examples_run():
-    assert doctest.testmod(convolutional, raise_on_error=False).failed == 0

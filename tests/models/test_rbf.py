@@ -3,13 +3,8 @@ import pytest
 import keras
 
 from keras_models import InputSpec, OutputSpec, build_model
-from keras_models.dense import RBFLayer, init_rbf_centres_from_kmeans
-from tests.models.checks import (
-    assert_runs_mixed_bfloat16,
-    assert_save_load_identical,
-    assert_training_lowers_loss,
-    count_params,
-)
+from keras_models.architectures.rbf import RBFLayer, init_rbf_centres_from_kmeans
+from tests.models.checks import assert_training_lowers_loss, count_params
 
 SPEC_IN, SPEC_OUT = InputSpec((4,)), OutputSpec("classification", 3)
 
@@ -62,37 +57,15 @@ def test_kmeans_centres_give_better_features_than_random_ones(iris):
     assert losses["kmeans"] < 0.8 * losses["random"], losses
 
 
-def test_rbf_from_kmeans_learns_iris(iris, tmp_path):
+def test_rbf_from_kmeans_learns_iris(iris):
     x, y = iris
     model = build_model("rbf", SPEC_IN, SPEC_OUT, num_centres=9)
     init_rbf_centres_from_kmeans(model, x, seed=0)
     assert_training_lowers_loss(model, x, y, loss="sparse_categorical_crossentropy", epochs=10, learning_rate=0.05, factor=0.5)
     assert (model.predict(x, verbose=0).argmax(1) == y).mean() >= 0.9
-    assert_save_load_identical(model, x[:16], tmp_path)
-
-
-def test_rbf_mixed_bfloat16(iris):
-    assert_runs_mixed_bfloat16("rbf", SPEC_IN, SPEC_OUT, iris[0][:8], num_centres=6)
 
 
 def test_rbf_rejects_bad_hparams():
     with pytest.raises(ValueError, match="num_centres=0 .* out of range"):
         build_model("rbf", SPEC_IN, SPEC_OUT, num_centres=0)
 
-
-def test_rbf_search_space_feeds_the_builder():
-    import keras_tuner
-    from keras_models import search_space
-
-    hp = keras_tuner.HyperParameters()
-    hparams = search_space("rbf", hp)
-    assert {p.name for p in hp.space} == set(hparams)
-    assert build_model("rbf", SPEC_IN, SPEC_OUT, **hparams).output_shape == (None, 3)
-
-
-def test_dense_docstring_examples_run():
-    import doctest
-
-    from keras_models import dense
-
-    assert doctest.testmod(dense, raise_on_error=False).failed == 0

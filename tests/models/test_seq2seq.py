@@ -6,21 +6,10 @@ import keras
 
 from keras_models import InputSpec, OutputSpec, build_model
 from keras_models.decoding import beam_search_decode, greedy_decode, sequence_log_prob
-from keras_models.seq2seq import (
-    END_ID,
-    PAD_ID,
-    START_ID,
-    TransformerSchedule,
-    attention_model,
-    masked_label_smoothed_loss,
-    save_attention_heatmap,
-)
-from tests.models.checks import (
-    assert_runs_mixed_bfloat16,
-    assert_save_load_identical,
-    assert_training_lowers_loss,
-    count_params,
-)
+from keras_models.plots import save_attention_heatmap
+from keras_models.seq2seq import END_ID, PAD_ID, START_ID, attention_model
+from keras_models.training import TransformerSchedule, masked_label_smoothed_loss
+from tests.models.checks import assert_save_load_identical, assert_training_lowers_loss, count_params
 
 SRC_VOCAB, TGT_VOCAB, SRC_LEN = 30, 40, 10
 SPEC_IN, SPEC_OUT = InputSpec((SRC_LEN,), "int32", SRC_VOCAB), OutputSpec("seq2seq", vocab_size=TGT_VOCAB)
@@ -82,7 +71,7 @@ def kor_eng(shared_datasets):
 
 
 @pytest.mark.parametrize("config", ["bahdanau", "luong_dot", "luong_general", "transformer"])
-def test_shapes_masks_and_round_trip(config, tmp_path):
+def test_shapes_and_masks(config, tmp_path):
     model, inputs = _build(config), _random_batch()
     assert model.output_shape == (None, None, TGT_VOCAB)
     # One batch (rows are independent; `_random_batch` is deterministic): the inputs, then a later
@@ -108,11 +97,11 @@ def test_shapes_masks_and_round_trip(config, tmp_path):
     longer.set_weights(model.get_weights())
     padded = {**inputs, "source": np.pad(inputs["source"], ((0, 0), (0, 4)))}
     np.testing.assert_allclose(_predict(longer, padded), probs, atol=1e-5)
+    if config == "luong_general":  # the zoo's round trip builds Bahdanau's attention and the Transformer
+        assert_save_load_identical(model, inputs, tmp_path)
 
-    assert_save_load_identical(model, inputs, tmp_path)
 
-
-def test_no_attention_model_reads_the_source_only_through_the_encoder_state(tmp_path):
+def test_no_attention_model_reads_the_source_only_through_the_encoder_state():
     model = build_model("seq2seq_attention", SPEC_IN, SPEC_OUT, attention="none", **RNN)
     inputs = _random_batch()
     future_changed, source_changed = _random_batch(), _random_batch()
@@ -136,13 +125,6 @@ def test_no_attention_model_reads_the_source_only_through_the_encoder_state(tmp_
     longer.set_weights(model.get_weights())
     padded = {**inputs, "source": np.pad(inputs["source"], ((0, 0), (0, 4)))}
     np.testing.assert_allclose(_predict(longer, padded), probs, atol=1e-5)
-    assert_save_load_identical(model, inputs, tmp_path)
-
-
-@pytest.mark.parametrize("config", ["bahdanau_lstm", "luong_general", "transformer"])
-def test_mixed_bfloat16(config):
-    name, hparams = CONFIGS[config]
-    assert_runs_mixed_bfloat16(name, SPEC_IN, SPEC_OUT, _random_batch(), **hparams)
 
 
 def _gru(i, u, gates=3):
@@ -280,22 +262,3 @@ def test_rejects_bad_hparams():
     with pytest.raises(ValueError, match="no head for task 'classification'"):
         build_model("transformer", SPEC_IN, OutputSpec("classification", 3))
 
-
-def test_docstring_examples_run():
-    import doctest
-
-    from keras_models import seq2seq
-
-    assert doctest.testmod(seq2seq, optionflags=doctest.ELLIPSIS).failed == 0
-
-
-@pytest.mark.parametrize("name", ["seq2seq_attention", "transformer"])
-def test_search_space_feeds_the_builder(name):
-    import keras_tuner
-
-    from keras_models import search_space
-
-    hp = keras_tuner.HyperParameters()
-    hparams = search_space(name, hp)
-    assert {p.name for p in hp.space} == set(hparams)
-    assert build_model(name, SPEC_IN, SPEC_OUT, **hparams).output_shape == (None, None, TGT_VOCAB)

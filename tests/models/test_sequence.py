@@ -1,20 +1,14 @@
 """Sequence family: 1D CNN, TCN, SimpleRNN/LSTM/GRU, SRU and the series Transformer on real series."""
 
-import doctest
-
 import keras
 import keras_tuner
 import numpy as np
 import pytest
 
-from keras_models import InputSpec, OutputSpec, build_model, search_space, sequence
-from keras_models.sequence import SRU, WeightNormConv1D, receptive_field, tcn_receptive_field
-from tests.models.checks import (
-    assert_runs_mixed_bfloat16,
-    assert_save_load_identical,
-    assert_training_lowers_loss,
-    count_params,
-)
+from keras_models import InputSpec, OutputSpec, build_model, search_space
+from keras_models.architectures.recurrent import SRU
+from keras_models.architectures.tcn import WeightNormConv1D, receptive_field, tcn_receptive_field
+from tests.models.checks import assert_training_lowers_loss, count_params
 
 MODELS = ["cnn1d", "tcn", "rnn", "lstm", "gru", "sru", "series_transformer"]
 EPOCHS, EPOCHS_ITALY = 10, 20
@@ -65,25 +59,19 @@ def italy_power(shared_datasets):
 
 def first_trial(name):
     """The search space's default point: small, and what the tuner tries first."""
-    hp = keras_tuner.HyperParameters()
-    hparams = search_space(name, hp)
-    assert {p.name for p in hp.space} == set(hparams)
-    return hparams
+    return search_space(name, keras_tuner.HyperParameters())
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_model(name, airline, tmp_path):
-    """Heads and mixed precision, then forecasting the airline series and a `.keras` round trip."""
+def test_forecasts_the_airline_series(name, airline):
+    """Every head, then forecasting the airline series at the search space's first point."""
     x, y = airline
     hparams = first_trial(name)
     for task, units in [("classification", 4), ("regression", 2)]:
         assert build_model(name, SERIES, OutputSpec(task, units), **hparams).output_shape == (None, units)
-    assert_runs_mixed_bfloat16(name, SERIES, FORECAST, x[:4], **hparams)
-
     model = build_model(name, SERIES, FORECAST, **hparams)
     assert model.output_shape == (None, HORIZON)
     assert_training_lowers_loss(model, x, y, loss="mse", epochs=EPOCHS, batch_size=16, learning_rate=1e-2, factor=0.5)
-    assert_save_load_identical(model, x[:16], tmp_path)
 
 
 @pytest.mark.parametrize("name", ["cnn1d", "tcn"])
@@ -130,7 +118,7 @@ def sentence_polarity(shared_datasets):
     ("lstm", dict(units=16, embedding_dim=32)),
     ("gru", dict(units=16, embedding_dim=32, bidirectional=True)),
 ])
-def test_classifies_sentence_polarity_from_token_ids(name, hparams, sentence_polarity, tmp_path):
+def test_classifies_sentence_polarity_from_token_ids(name, hparams, sentence_polarity):
     """Token ids through a learned embedding: real sentences, held-out accuracy well above chance."""
     (x_train, y_train), (x_test, y_test) = sentence_polarity
     model = build_model(name, TOKENS, OutputSpec("classification", 2), **hparams)
@@ -141,7 +129,6 @@ def test_classifies_sentence_polarity_from_token_ids(name, hparams, sentence_pol
     )
     accuracy = (model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
     assert accuracy > 0.65, accuracy  # chance is 0.5; Kim (2014) reports 0.761 for a CNN on random embeddings
-    assert_save_load_identical(model, x_test[:16], tmp_path)
     if name != "cnn1d":  # recurrent layers skip masked padding: its embedding cannot change the output
         table = model.get_layer("embedding").embeddings
         before = model.predict(x_test[:16], verbose=0)
@@ -323,6 +310,3 @@ def test_rejects_bad_hparams_and_inputs():
     with pytest.raises(ValueError, match="exactly one of"):
         tcn_receptive_field(3)
 
-
-def test_docstring_examples_run():
-    assert doctest.testmod(sequence, raise_on_error=False).failed == 0
