@@ -33,7 +33,7 @@ def test_registry_refuses_duplicates_and_unknown_names():
     from keras_models import register_model
 
     with pytest.raises(ValueError, match="already registered"):
-        register_model("mlp", family="dense", search_space=lambda hp: {})(lambda i, o: None)
+        register_model("mlp", family="dense", search_space=lambda hp: {}, example=None)(lambda i, o: None)
     with pytest.raises(ValueError, match="Unknown model 'mpl'. Did you mean 'mlp'"):
         get_entry("mpl")
 
