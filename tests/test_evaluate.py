@@ -72,3 +72,26 @@ def test_each_task_declares_its_blessing_baselines():
 
 def test_docstring_examples_run():
     assert doctest.testmod(components.evaluate).failed == 0
+
+
+def test_the_version_description_and_the_parent_run_note_name_the_strongest_baseline():
+    from components.evaluate import version_description
+    from pipeline.runner import pipeline_note
+
+    task = _task("chrf", baselines=("baseline", "retrieval"), baseline_name="most frequent target")
+    headline, baseline, references = {"chrf": 25.0}, {"chrf": 1.83}, {"retrieval": {"chrf": 21.57}}
+    blessing = bless(headline, baseline, task, SETTINGS, references)
+    config = SimpleNamespace(name="tatoeba", model=SimpleNamespace(name="transformer"),
+                             task=SimpleNamespace(type="seq2seq"), data=SimpleNamespace(source="kor.txt"))
+    evaluation = SimpleNamespace(headline=headline, baseline=baseline, references=references)
+    description = version_description(config, evaluation, blessing, "f" * 64)
+    assert ("- passed: `chrf 25 > retrieval 21.57, by 3.43` (the strongest of the baselines most frequent "
+            "target 1.83, retrieval 21.57)") in description
+
+    summary = {"test_metrics": headline, "baseline_metrics": baseline, "reference_metrics": references,
+               "registration": None, "blessing": "chrf 15.97 <= retrieval 21.57"}
+    evaluate = SimpleNamespace(artifact=SimpleNamespace(manifest={"summary": summary}), cache_hit=False,
+                               run_id="0" * 32, seconds=1.0)
+    result = SimpleNamespace(components={"evaluate": evaluate}, run_id="1" * 32)
+    note = pipeline_note(config, result, "1")
+    assert "Not blessed (chrf 15.97 <= retrieval 21.57): see `blessing.json` on the evaluate run." in note
