@@ -1,4 +1,4 @@
-"""Greedy and beam-search decoding for the seq2seq models, and sequence scoring.
+"""Greedy and beam-search decoding for the seq2seq models, sequence scoring, and their attention maps.
 
 Both decoders re-run the model on the whole target prefix at every step (no
 key/value cache): simple, and correct for every model of `keras_models.seq2seq`
@@ -12,8 +12,12 @@ it, and are at most `max_len` tokens long.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from keras import ops
 
+from keras_models.architectures.seq2seq_attention import BahdanauDecoder, LuongAttention
+from keras_models.layers import TransformerDecoderLayer
 from keras_models.seq2seq import END_ID, PAD_ID, START_ID
 
 
@@ -149,3 +153,41 @@ def sequence_log_prob(model, source_ids, sequences) -> np.ndarray:
     picked = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
     real = np.arange(length)[None, :] < np.array([len(s) for s in sequences])[:, None]
     return np.where(real, np.log(np.maximum(picked, 1e-300)), 0.0).sum(axis=1)
+
+
+# ------------------------------------------------- the attention over the source
+
+
+class _CrossAttentionProbe(keras.Model):
+    """Re-runs a Transformer's last decoder layer on its inputs, returning its cross-attention over heads.
+
+    A subclassed model, because the decoder layer's second call returns the
+    attention weights as well, which a functional model cannot hold beside its first call.
+    """
+
+    def __init__(self, model: keras.Model, layer: TransformerDecoderLayer):
+        super().__init__(name=f"{model.name}_attention")
+        self.layer_inputs = keras.Model(model.input, layer.input)
+        self.decoder_layer = layer
+
+    def call(self, inputs):
+        _, weights = self.decoder_layer(*self.layer_inputs(inputs), return_attention_scores=True)
+        return ops.mean(weights, axis=1)
+
+
+def attention_model(model: keras.Model) -> keras.Model:
+    """A model with the same inputs returning the attention over the source, (batch, tgt_len, src_len).
+
+    That is the decoder's attention for the RNN models, and the last decoder
+    layer's cross-attention averaged over heads for the Transformer.
+    """
+    layers = [
+        layer for layer in model.layers
+        if isinstance(layer, (BahdanauDecoder, LuongAttention, TransformerDecoderLayer))
+    ]
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no attention layer over the source.")
+    if isinstance(layers[-1], TransformerDecoderLayer):
+        return _CrossAttentionProbe(model, layers[-1])
+    return keras.Model(model.input, layers[-1].output[-1], name=f"{model.name}_attention")
+

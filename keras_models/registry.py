@@ -176,3 +176,18 @@ def count_parameters(name: str, input_spec: InputSpec, output_spec: OutputSpec, 
     keras.backend.clear_session()
     return count
 
+
+def write_index() -> None:
+    """Rewrites `index.json` from the registered models."""
+    import json
+
+    entries = index.index_of(list_models())
+    index.INDEX_PATH.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {index.INDEX_PATH} ({len(entries)} models)")
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is `__main__`; the families register their models in `keras_models.registry`.
+    from keras_models.registry import write_index as write_registered_index
+
+    write_registered_index()

@@ -20,15 +20,15 @@ on its growing prefix (see `keras_models.decoding`).
 from __future__ import annotations
 
 import keras
-from keras import ops
 
-from keras_models.layers import PAD_ID, TransformerDecoderLayer
+from keras_models.layers import PAD_ID
 from keras_models.specs import InputSpec, OutputSpec
 
-__all__ = ["PAD_ID", "START_ID", "END_ID", "check_specs", "seq2seq_inputs", "attention_model"]
+__all__ = ["PAD_ID", "START_ID", "END_ID", "check_specs", "seq2seq_inputs"]
 
 START_ID = 1
 END_ID = 2
+
 
 def check_specs(input_spec: InputSpec, output_spec: OutputSpec, model: str):
     if input_spec.vocab_size is None or output_spec.vocab_size is None:
@@ -43,44 +43,3 @@ def seq2seq_inputs(input_spec: InputSpec):
     source = keras.Input(shape=input_spec.shape, dtype="int32", name="source")
     target_in = keras.Input(shape=(None,), dtype="int32", name="target_in")
     return {"source": source, "target_in": target_in}
-
-
-
-# ------------------------------------------------- the attention over the source
-
-
-class _CrossAttentionProbe(keras.Model):
-    """Re-runs a Transformer's last decoder layer on its inputs, returning its cross-attention over heads.
-
-    A subclassed model, because the decoder layer's second call returns the
-    attention weights as well, which a functional model cannot hold beside its first call.
-    """
-
-    def __init__(self, model: keras.Model, layer: TransformerDecoderLayer):
-        super().__init__(name=f"{model.name}_attention")
-        self.layer_inputs = keras.Model(model.input, layer.input)
-        self.decoder_layer = layer
-
-    def call(self, inputs):
-        _, weights = self.decoder_layer(*self.layer_inputs(inputs), return_attention_scores=True)
-        return ops.mean(weights, axis=1)
-
-
-def attention_model(model: keras.Model) -> keras.Model:
-    """A model with the same inputs returning the attention over the source, (batch, tgt_len, src_len).
-
-    That is the decoder's attention for the RNN models, and the last decoder
-    layer's cross-attention averaged over heads for the Transformer.
-    """
-    from keras_models.architectures.seq2seq_attention import BahdanauDecoder, LuongAttention
-
-    layers = [
-        layer for layer in model.layers
-        if isinstance(layer, (BahdanauDecoder, LuongAttention, TransformerDecoderLayer))
-    ]
-    if not layers:
-        raise ValueError(f"Model {model.name!r} has no attention layer over the source.")
-    if isinstance(layers[-1], TransformerDecoderLayer):
-        return _CrossAttentionProbe(model, layers[-1])
-    return keras.Model(model.input, layers[-1].output[-1], name=f"{model.name}_attention")
-

@@ -426,7 +426,7 @@ class Seq2Seq(Task):
     def _attention_plot(self, predictor, sources: list[str], outputs: np.ndarray, output: Path) -> list[Path]:
         """The attention over the source while the model translates one test sentence; none without attention."""
         from keras_models.plots import save_attention_heatmap
-        from keras_models.seq2seq import attention_model
+        from keras_models.decoding import attention_model
 
         try:
             probe = attention_model(predictor.model)

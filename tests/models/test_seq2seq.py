@@ -5,9 +5,9 @@ import pytest
 import keras
 
 from keras_models import InputSpec, OutputSpec, build_model
-from keras_models.decoding import beam_search_decode, greedy_decode, sequence_log_prob
+from keras_models.decoding import attention_model, beam_search_decode, greedy_decode, sequence_log_prob
 from keras_models.plots import save_attention_heatmap
-from keras_models.seq2seq import END_ID, PAD_ID, START_ID, attention_model
+from keras_models.seq2seq import END_ID, PAD_ID, START_ID
 from keras_models.training import TransformerSchedule, masked_label_smoothed_loss
 from tests.models.checks import assert_save_load_identical, assert_training_lowers_loss, count_params
 
