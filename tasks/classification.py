@@ -142,11 +142,6 @@ def class_values(label: dict[str, Any]) -> np.ndarray:
     return np.asarray(label.get("values", label["classes"]), dtype=NUMPY_DTYPES[dtype])
 
 
-def count_values(column: pa.ChunkedArray | pa.Array) -> Counter:
-    counts = pc.value_counts(column.drop_null())
-    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
-
-
 def encode_labels(batch: pa.Table, label: dict[str, Any], split: str) -> pa.Array:
     """Class names → indices into the train split's sorted classes."""
     column = batch.column(label["name"])

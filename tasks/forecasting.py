@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
+from tasks.analyzers import empty_moments, merge_moments, moments_of, variance
 from tasks.base import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def base_forecast(history: np.ndarray, horizon: int, season: int, seasonal: bool
 
 
 class MomentsFn:
-    """Count, mean and M2 of the train rows' target-space values, merged with Chan et al.'s update.
+    """Moments of the train rows' target-space values (`tasks.analyzers`), and the train row count.
 
     It follows Beam's `CombineFn` protocol over Arrow record batches; rows
     whose value is undefined (the first `seasonality` rows when differencing)
@@ -116,29 +117,17 @@ class MomentsFn:
         self.value, self.history_length, self.lag = value, history_length, lag
 
     def create_accumulator(self):
-        return {"rows": 0, "count": 0, "mean": 0.0, "m2": 0.0}
+        return {"rows": 0, **empty_moments()}
 
     def add_input(self, acc, batch: pa.Table):
         values = batch.column(self.value).to_numpy(zero_copy_only=False).astype("float64")
         history = list_matrix(batch.column(HISTORY), self.history_length, HISTORY)
         target = target_space(values, history, self.lag)
-        target = target[~np.isnan(target)]
-        part = {"rows": len(values), "count": target.size, "mean": float(target.mean()) if target.size else 0.0,
-                "m2": float(((target - target.mean()) ** 2).sum()) if target.size else 0.0}
-        return self._merge(acc, part)
+        return self._merge(acc, {"rows": len(values), **moments_of(target[~np.isnan(target)])})
 
     @staticmethod
     def _merge(a, b):
-        count = a["count"] + b["count"]
-        if count == 0:
-            return {**a, "rows": a["rows"] + b["rows"]}
-        delta = b["mean"] - a["mean"]
-        return {
-            "rows": a["rows"] + b["rows"],
-            "count": count,
-            "mean": a["mean"] + delta * b["count"] / count,
-            "m2": a["m2"] + b["m2"] + delta**2 * a["count"] * b["count"] / count,
-        }
+        return {**merge_moments(a, b), "rows": a["rows"] + b["rows"]}
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
@@ -569,8 +558,8 @@ class Forecasting(Task):
             "combine": list(self.options.combine),
             "series": (schema.get("series") or {}).get("name"),
             "history_length": schema["history"]["length"],
-            "mean": acc["mean"],
-            "variance": acc["m2"] / acc["count"],
+            "mean": float(acc["mean"]),
+            "variance": float(variance(acc)),
             "num_train_rows": acc["rows"],
         }
 

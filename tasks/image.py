@@ -33,7 +33,8 @@ import pyarrow as pa
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
+from tasks.analyzers import count_values, empty_moments, merge_moments, moments_of, variance
+from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras
@@ -150,17 +151,6 @@ def preprocess(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return normalise(pixels(images, spec), spec["mean"], spec["variance"])
 
 
-def _merge_moments(acc: dict[str, Any], count: int, mean: np.ndarray, m2: np.ndarray) -> dict[str, Any]:
-    """Chan et al.'s parallel update of per-channel count, mean and sum of squared deviations."""
-    total = acc["count"] + count
-    if total:
-        delta = mean - acc["mean"]
-        acc["mean"] = acc["mean"] + delta * (count / total)
-        acc["m2"] = acc["m2"] + m2 + delta**2 * (acc["count"] * count / total)
-    acc["count"] = total
-    return acc
-
-
 class AnalyzeFn:
     """Per-channel pixel moments and label counts over Arrow batches of the train split.
 
@@ -172,15 +162,12 @@ class AnalyzeFn:
 
     def create_accumulator(self):
         channels = self.shape[-1]
-        return {"count": 0, "mean": np.zeros(channels), "m2": np.zeros(channels), "labels": Counter()}
+        return {**empty_moments((channels,)), "labels": Counter()}
 
     def add_input(self, acc, batch: pa.Table):
         images = arrow_images(batch.column(self.column), self.shape, "train split")
         values = pixels(images, {"size": self.size or self.shape[:2], "dtype": self.dtype})
-        values = values.reshape(-1, self.shape[-1]).astype("float64")
-        if len(values):
-            mean = values.mean(0)
-            acc = _merge_moments(acc, len(values), mean, ((values - mean) ** 2).sum(0))
+        acc = merge_moments(acc, moments_of(values.reshape(-1, self.shape[-1])))
         acc["labels"].update(count_values(batch.column(self.label)))
         return acc
 
@@ -188,7 +175,7 @@ class AnalyzeFn:
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for acc in accumulators:
-            merged = _merge_moments(merged, acc["count"], acc["mean"], acc["m2"])
+            merged = merge_moments(merged, acc)
             merged["labels"].update(acc["labels"])
         return merged
 
@@ -402,14 +389,14 @@ class ImageClassification(ClassificationTask):
         return AnalyzeFn(spec["name"], spec["shape"], self._size(schema), schema["label"]["name"], spec["dtype"])
 
     def finalize(self, acc, schema, settings) -> dict[str, Any]:
-        if acc["count"] == 0:
+        if not np.any(acc["count"]):
             raise ValueError("The train split has no images to compute pixel statistics from.")
         return {
             "image": {
                 **schema["image"],
                 "size": self._size(schema),
                 "mean": acc["mean"].tolist(),
-                "variance": (acc["m2"] / acc["count"]).tolist(),
+                "variance": variance(acc).tolist(),
             },
             "label": label_spec(acc["labels"], schema["label"]),
             "num_train_rows": int(sum(acc["labels"].values())),

@@ -34,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data.sources import RawData, SourceError, column_name, read_source
+from tasks.analyzers import vocabulary
 from tasks.base import Evaluation, Task
 
 # PAD, START and END as `keras_models.seq2seq` and its decoders number them (not imported: that loads Keras).
@@ -69,12 +70,6 @@ def detokenize(tokens: list[str], kind: str) -> str:
 
 def token_ids(tokens: list[str], vocabulary: dict[str, int]) -> list[int]:
     return [vocabulary.get(token, OOV_ID) for token in tokens]
-
-
-def vocabulary(counts: Counter, max_size: int, min_frequency: int) -> list[str]:
-    """Most frequent first, ties broken by token, as TFT's `vocabulary` orders them."""
-    ranked = sorted((kv for kv in counts.items() if kv[1] >= min_frequency), key=lambda kv: (-kv[1], kv[0]))
-    return [token for token, _ in ranked[:max_size]]
 
 
 class VocabularyFn:

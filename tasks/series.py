@@ -34,7 +34,8 @@ import pyarrow.compute as pc
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
+from tasks.analyzers import count_values
+from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import Task, pretrain_by_epoch, require_tensorflow_backend
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
+from tasks.analyzers import count_values, empty_moments, merge_moments, moments_of, variance, vocabulary
+from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
     import keras
@@ -47,41 +48,22 @@ class AnalyzeFn:
     def create_accumulator(self):
         n = len(self.numeric)
         counted = [*self.categorical, *([self.label] if self.label is not None else [])]
-        return {
-            "count": np.zeros(n), "mean": np.zeros(n), "m2": np.zeros(n),
-            "counts": {name: Counter() for name in counted},
-        }
+        return {**empty_moments((n,)), "counts": {name: Counter() for name in counted}}
 
     def add_input(self, acc, batch: pa.Table):
         if self.numeric:
-            count, mean, m2 = (np.zeros(len(self.numeric)) for _ in range(3))
-            for j, name in enumerate(self.numeric):
-                values = batch.column(name).to_numpy(zero_copy_only=False)
-                values = values[~np.isnan(values)].astype("float64")
-                if values.size:
-                    count[j], mean[j] = values.size, values.mean()
-                    m2[j] = np.square(values - mean[j]).sum()
-            acc = self._merge_moments(acc, count, mean, m2)
+            columns = [batch.column(name).to_numpy(zero_copy_only=False).astype("float64") for name in self.numeric]
+            parts = [moments_of(values[~np.isnan(values)]) for values in columns]
+            acc = merge_moments(acc, {key: np.array([part[key] for part in parts]) for key in ("count", "mean", "m2")})
         for name in acc["counts"]:
             acc["counts"][name].update(count_values(batch.column(name)))
-        return acc
-
-    @staticmethod
-    def _merge_moments(acc, count, mean, m2):
-        total = acc["count"] + count
-        delta = mean - acc["mean"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            weight = np.where(total > 0, count / np.maximum(total, 1), 0.0)
-        acc["mean"] = acc["mean"] + delta * weight
-        acc["m2"] = acc["m2"] + m2 + delta**2 * acc["count"] * weight
-        acc["count"] = total
         return acc
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for acc in accumulators:
-            merged = self._merge_moments(merged, acc["count"], acc["mean"], acc["m2"])
+            merged = merge_moments(merged, acc)
             for name, counts in acc["counts"].items():
                 merged["counts"][name].update(counts)
         return merged
@@ -95,14 +77,7 @@ def moments(acc, numeric: list[str]) -> dict[str, dict[str, float]]:
     if numeric and acc["count"].min() == 0:
         empty = [n for n, c in zip(numeric, acc["count"]) if c == 0]
         raise ValueError(f"Numeric column(s) {empty} have no values in the train split.")
-    variance = np.divide(acc["m2"], acc["count"], out=np.zeros_like(acc["m2"]), where=acc["count"] > 0)
-    return {name: {"mean": float(m), "variance": float(v)} for name, m, v in zip(numeric, acc["mean"], variance)}
-
-
-def vocabulary(counts: Counter, max_size: int | None, min_frequency: int) -> list[str]:
-    """Most frequent first, ties broken by value, as TFT's `vocabulary` orders them."""
-    ranked = sorted((v for v in counts.items() if v[1] >= min_frequency), key=lambda kv: (-kv[1], kv[0]))
-    return [value for value, _ in ranked[:max_size]]
+    return {name: {"mean": float(m), "variance": float(v)} for name, m, v in zip(numeric, acc["mean"], variance(acc))}
 
 
 def transform_features(batch: pa.Table, transform: dict[str, Any]) -> tuple[list[Any], list[str]]:

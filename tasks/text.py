@@ -35,8 +35,8 @@ import tensorflow as tf
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import pretrain_by_epoch, require_tensorflow_backend
-from tasks.classification import ClassificationTask, count_values, encode_labels, label_array, label_schema, label_spec
-from tasks.tabular import vocabulary as ranked_vocabulary
+from tasks.analyzers import count_values, vocabulary
+from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 PAD_ID, OOV_ID = 0, 1
 SEPARATORS = r"[^\p{L}\p{M}\p{N}\p{P}\p{S}]+"
@@ -201,8 +201,8 @@ class TextClassification(ClassificationTask):
         return TokenCountFn(self.text, schema["label"]["name"])
 
     def finalize(self, acc, schema, settings) -> dict[str, Any]:
-        vocabulary = ranked_vocabulary(acc["tokens"], self.options.vocabulary_size, settings.vocabulary_min_frequency)
-        if not vocabulary:
+        tokens = vocabulary(acc["tokens"], self.options.vocabulary_size, settings.vocabulary_min_frequency)
+        if not tokens:
             raise ValueError(
                 f"No train token is seen {settings.vocabulary_min_frequency} times or more "
                 "(preprocess.vocabulary_min_frequency); the vocabulary would be empty."
@@ -212,8 +212,8 @@ class TextClassification(ClassificationTask):
         return {
             "text": {
                 "name": self.text,
-                "vocabulary": vocabulary,
-                "vocab_size": len(vocabulary) + OOV_ID + 1,
+                "vocabulary": tokens,
+                "vocab_size": len(tokens) + OOV_ID + 1,
                 "max_length": max_length,
             },
             "label": label_spec(acc["labels"], schema["label"]),
@@ -221,7 +221,7 @@ class TextClassification(ClassificationTask):
             "train_tokens": {
                 "total": int(total),
                 "distinct": len(acc["tokens"]),
-                "out_of_vocabulary": int(total - sum(acc["tokens"][t] for t in vocabulary)),
+                "out_of_vocabulary": int(total - sum(acc["tokens"][t] for t in tokens)),
                 "longest_text": int(max(lengths)),
                 "truncated_texts": int(sum(n for length, n in lengths.items() if length > max_length)),
             },

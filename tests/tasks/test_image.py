@@ -107,7 +107,7 @@ def test_analyzer_merges_batches_exactly():
     partials.append(fn.create_accumulator())  # an empty worker
     merged = fn.merge_accumulators([fn.merge_accumulators(partials[3:]), *partials[:3]])
     pixels = images.reshape(-1, 3).astype("float64")
-    assert merged["count"] == 300 * 20
+    np.testing.assert_array_equal(merged["count"], 300 * 20)
     np.testing.assert_allclose(merged["mean"], pixels.mean(0), rtol=1e-12)
     np.testing.assert_allclose(merged["m2"] / merged["count"], pixels.var(0), rtol=1e-12)
     assert merged["labels"] == dict(zip(*np.unique(labels, return_counts=True)))
