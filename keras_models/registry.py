@@ -56,6 +56,7 @@ class ModelEntry:
     defaults: dict[str, Any] = field(default_factory=dict)
     example: Example | None = None
     reference: Example | None = None
+    initializer: Callable[..., Any] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -70,13 +71,16 @@ def register_model(
     tasks: tuple[str, ...] = ("classification",),
     example: Example,
     reference: Example | None = None,
+    initializer: Callable[..., Any] | None = None,
 ):
     """Registers `builder(input_spec, output_spec, **hparams)` under `name`.
 
     The builder's keyword defaults are the model's default hyperparameters.
     `example` is the tiny build the zoo's shared tests run; `reference`, the
     input the architecture was designed for, sized at its defaults in the
-    catalogue. A second registration of the same name is an error, not an override.
+    catalogue. `initializer(model, x_train, seed=...)`, where given, sets weights
+    from the train features before training (k-means centres for the RBF network).
+    A second registration of the same name is an error, not an override.
     """
 
     def decorator(builder):
@@ -100,6 +104,7 @@ def register_model(
             defaults=defaults,
             example=example,
             reference=reference,
+            initializer=initializer,
         )
         return builder
 

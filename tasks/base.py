@@ -199,10 +199,20 @@ class Task:
 
     def pretrains(self, config) -> bool:
         """Whether `pretrain` does anything for this recipe (then the trainer hands it the train arrays)."""
-        return False
+        import keras_models
+
+        return keras_models.get_entry(config.model.name).initializer is not None
 
     def pretrain(self, model, x_train, transform: dict[str, Any], config) -> None:
-        """Optional self-supervised pretraining of `model`'s weights before `fit` (masked-LM for text)."""
+        """Weights from the train features before `fit`: the model's registered initializer, if any.
+
+        Task types add self-supervised pretraining (masked-LM for text, TabNet's encoder).
+        """
+        import keras_models
+
+        initializer = keras_models.get_entry(config.model.name).initializer
+        if initializer is not None:
+            initializer(model, x_train, seed=config.seed)
 
     # How many leading train rows `serving_example` reads (None: the whole split).
     example_rows: ClassVar[int | None] = 64

@@ -297,14 +297,15 @@ class TabularClassification(TabularTask, ClassificationTask):
         return feature_matrix(columns, transform), np.asarray(columns[transform["label"]["name"]], "int32")
 
     def pretrains(self, config) -> bool:
-        return bool(self.options.pretrain_epochs)
+        return super().pretrains(config) or bool(self.options.pretrain_epochs)
 
     def pretrain(self, model, x_train, transform, config) -> None:
-        """TabNet's self-supervised pretraining of `model`'s encoder, in place, on the train features.
+        """The model's initializer, then TabNet's self-supervised pretraining of its encoder on the train features.
 
         Each epoch hides a fresh `mask_rate` share of every row's features; the
         loss of each epoch is logged to MLflow as `pretrain_loss`.
         """
+        super().pretrain(model, x_train, transform, config)
         options = self.options
         epochs = options.pretrain_epochs
         if not epochs:

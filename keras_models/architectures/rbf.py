@@ -71,54 +71,6 @@ class RBFLayer(keras.layers.Layer):
         return config
 
 
-def rbf_search_space(hp):
-    return dict(
-        num_centres=hp.Int("num_centres", 4, 64, step=4),
-        initial_width=hp.Float("initial_width", 0.25, 4.0, sampling="log"),
-    )
-
-
-@register_model(
-    "rbf",
-    family="dense",
-    search_space=rbf_search_space,
-    paper="Broomhead & Lowe 1988, Multivariable functional interpolation and adaptive networks; "
-    "Moody & Darken 1989, Fast learning in networks of locally-tuned processing units",
-    tasks=("classification", "regression"),
-    example=Example(InputSpec((4,)), OutputSpec("classification", 3), dict(num_centres=6)),
-    reference=Example(InputSpec((4,)), OutputSpec("classification", 3), description="Iris, 4 features → 3 classes"),
-)
-def rbf(
-    input_spec: InputSpec,
-    output_spec: OutputSpec,
-    *,
-    num_centres: int = 16,
-    initial_width: float = 1.0,
-) -> keras.Model:
-    """A radial basis function network: one layer of Gaussian units, then a linear task head.
-
-    Centres and widths are trained with the head by backpropagation; start them
-    from k-means of the training data with `init_rbf_centres_from_kmeans`
-    (Moody & Darken 1989), which usually trains faster than random centres.
-
-    Args:
-        num_centres: Gaussian units, 1 to 4096.
-        initial_width: width σ of every unit before training, in [1e-3, 1e3].
-
-    Example:
-    >>> from keras_models import build_model, InputSpec, OutputSpec
-    >>> model = build_model("rbf", InputSpec((4,)), OutputSpec("classification", 3), num_centres=6)
-    >>> model.output_shape
-    (None, 3)
-    """
-    require_range("num_centres", num_centres, 1, 4096, model="rbf")
-    require_range("initial_width", initial_width, 1e-3, 1e3, model="rbf")
-    inputs = keras.Input(shape=input_spec.shape, name="features")
-    x = keras.layers.Flatten()(inputs) if len(input_spec.shape) > 1 else inputs
-    x = RBFLayer(num_centres, initial_width, name="rbf")(x)
-    return keras.Model(inputs, task_head(x, output_spec), name="rbf")
-
-
 def init_rbf_centres_from_kmeans(model: keras.Model, x, seed: int = 0):
     """Sets the RBF centres to k-means centroids of `x` and each width to the
     distance from its centre to the nearest other centre (Moody & Darken 1989).
@@ -152,3 +104,52 @@ def init_rbf_centres_from_kmeans(model: keras.Model, x, seed: int = 0):
     layer.centres.assign(centres.astype("float32"))
     layer.log_widths.assign(np.log(widths).astype("float32"))
     return centres.astype("float32"), widths.astype("float32")
+
+
+def rbf_search_space(hp):
+    return dict(
+        num_centres=hp.Int("num_centres", 4, 64, step=4),
+        initial_width=hp.Float("initial_width", 0.25, 4.0, sampling="log"),
+    )
+
+
+@register_model(
+    "rbf",
+    family="dense",
+    search_space=rbf_search_space,
+    paper="Broomhead & Lowe 1988, Multivariable functional interpolation and adaptive networks; "
+    "Moody & Darken 1989, Fast learning in networks of locally-tuned processing units",
+    tasks=("classification", "regression"),
+    example=Example(InputSpec((4,)), OutputSpec("classification", 3), dict(num_centres=6)),
+    reference=Example(InputSpec((4,)), OutputSpec("classification", 3), description="Iris, 4 features → 3 classes"),
+    initializer=init_rbf_centres_from_kmeans,
+)
+def rbf(
+    input_spec: InputSpec,
+    output_spec: OutputSpec,
+    *,
+    num_centres: int = 16,
+    initial_width: float = 1.0,
+) -> keras.Model:
+    """A radial basis function network: one layer of Gaussian units, then a linear task head.
+
+    Centres and widths are trained with the head by backpropagation, starting
+    from k-means of the training data (`init_rbf_centres_from_kmeans`, Moody &
+    Darken 1989), which the trainer applies as the model's registered initializer.
+
+    Args:
+        num_centres: Gaussian units, 1 to 4096.
+        initial_width: width σ of every unit before training, in [1e-3, 1e3].
+
+    Example:
+    >>> from keras_models import build_model, InputSpec, OutputSpec
+    >>> model = build_model("rbf", InputSpec((4,)), OutputSpec("classification", 3), num_centres=6)
+    >>> model.output_shape
+    (None, 3)
+    """
+    require_range("num_centres", num_centres, 1, 4096, model="rbf")
+    require_range("initial_width", initial_width, 1e-3, 1e3, model="rbf")
+    inputs = keras.Input(shape=input_spec.shape, name="features")
+    x = keras.layers.Flatten()(inputs) if len(input_spec.shape) > 1 else inputs
+    x = RBFLayer(num_centres, initial_width, name="rbf")(x)
+    return keras.Model(inputs, task_head(x, output_spec), name="rbf")

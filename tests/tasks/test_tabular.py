@@ -1,4 +1,4 @@
-"""TabNet's self-supervised pretraining as the tabular task runs it before `fit`."""
+"""What the tabular task does to a model before `fit`: the RBF network's k-means start, TabNet's pretraining."""
 
 import numpy as np
 import pytest
@@ -42,3 +42,22 @@ def test_pretraining_needs_tabnet():
     config = config_for("breast_cancer_mlp", **{"task.pretrain_epochs": 5})
     with pytest.raises(ValueError, match=r"task.pretrain_epochs=5 pretrains TabNet's encoder; model 'mlp' has none"):
         TabularClassification(config.task).pretrain(None, np.zeros((2, 3), "float32"), {}, config)
+
+
+def test_the_rbf_network_starts_from_k_means_centres_of_the_train_features(breast_cancer_transform):
+    from sklearn.cluster import KMeans
+
+    x, transform = breast_cancer_transform
+    config = config_for("iris_rbf")
+    task = TabularClassification(config.task)
+    assert task.pretrains(config)
+    model = task.build_model("rbf", transform, {"num_centres": 8}, 0.01)
+    task.pretrain(model, x, transform, config)
+    centres = model.get_layer("rbf").centres.numpy()
+    expected = KMeans(n_clusters=8, n_init=10, random_state=config.seed).fit(x).cluster_centers_
+    np.testing.assert_allclose(centres, expected, atol=1e-4)
+
+
+def test_models_without_an_initializer_get_no_train_arrays():
+    config = config_for("iris_mlp")
+    assert not TabularClassification(config.task).pretrains(config)
