@@ -52,8 +52,8 @@ postgresql:
 # The whole suite on the TensorFlow backend (tests/test_without_tensorflow.py runs Iris on JAX in
 # .venv-notf), then the model zoo and the training callbacks again on JAX.
 test: $(VENV)/.installed $(NOTF_VENV)/.installed postgresql
-	$(PY) -m pytest -n 2 --dist loadscope $(ARGS)
-	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist loadscope tests/models tests/test_callbacks.py $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadscope --durations=25 $(ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -n 2 --dist loadscope --durations=10 tests/models tests/test_callbacks.py $(ARGS)
 
 # The CPU benchmarks of docs/benchmarks.md, each printing its table (about 20 minutes on 2 cores).
 bench: $(VENV)/.installed

@@ -292,12 +292,31 @@ def build_pipeline(p: beam.Pipeline, task, schema: dict[str, Any], config, examp
 def run_beam(p: beam.Pipeline) -> None:
     """Runs the pipeline to its end; closes the Dask client the DaskRunner opened."""
     result = p.run()
+    client = getattr(result, "client", None)
     try:
-        result.wait_until_finish()
+        if client is None:
+            result.wait_until_finish()
+        else:
+            wait_for_dask(result.futures)
     finally:
-        client = getattr(result, "client", None)
         if client is not None:
             client.close()
+
+
+def wait_for_dask(futures) -> None:
+    """Waits for the DaskRunner's futures, then raises the first worker error.
+
+    Not the runner's `wait_until_finish`: it gathers each result as its future
+    completes, and a gather that fails inside distributed's event loop (seen
+    under load, a Tornado stream assertion) leaves it waiting forever. The
+    results are not needed: the outputs are the files the workers wrote.
+    """
+    from distributed import wait
+
+    wait(futures)
+    for future in futures:
+        if future.status == "error":
+            future.result()
 
 
 def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:

@@ -160,6 +160,19 @@ def test_the_model_trains_on_the_dask_output(preprocessed, tmp_path):
     assert float((np.asarray(model.predict(x, verbose=0)).argmax(-1) == y).mean()) >= 0.9
 
 
+@pytest.mark.slow
+def test_a_worker_error_reaches_the_driver(dask_cluster):
+    import apache_beam as beam
+
+    from components.preprocess import pipeline_options, pipeline_runner, run_beam
+
+    options = pipeline_options(config_for(**dask_settings(dask_cluster)).preprocess)
+    p = beam.Pipeline(runner=pipeline_runner(options), options=options)
+    _ = p | beam.Create(range(6)) | beam.Map(lambda value: 1 // (value - 3))  # pickled by value, not by module
+    with pytest.raises(ZeroDivisionError):
+        run_beam(p)
+
+
 @pytest.mark.parametrize("runner, option", [("DaskRunner", "--dask_client_address=tcp://127.0.0.1:{port}"),
                                             ("PortableRunner", "--job_endpoint=localhost:{port}")])
 def test_an_unreachable_runner_fails_at_once_naming_its_address(runner, option):
