@@ -87,12 +87,13 @@ def _models_epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--recipe", default=None,
+    common.add_argument("--recipe", default=None, type=_optional(str, "recipe"),
                         help=f"recipe name in pipeline/recipes/ or a YAML file anywhere (default: {DEFAULT_RECIPE})")
-    common.add_argument("--data", default=None, metavar="FILE",
+    common.add_argument("--data", default=None, metavar="FILE", type=_optional(str, "data"),
                         help="infer the recipe from this CSV or Parquet file, as `init` does, instead of --recipe")
-    common.add_argument("--label", default=None, metavar="COLUMN", help="with --data: the column to predict")
-    common.add_argument("--time-column", default=None, metavar="COLUMN",
+    common.add_argument("--label", default=None, metavar="COLUMN", type=_optional(str, "label"),
+                        help="with --data: the column to predict")
+    common.add_argument("--time-column", default=None, metavar="COLUMN", type=_optional(str, "time_column"),
                         help="with --data: the timestamps of a series to forecast (found by itself when one column "
                              "holds one date per row)")
     types = {"epochs": int, "batch_size": int, "max_trials": int, "seed": int, "learning_rate": float}
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEFAULT_RECIPE = "iris_mlp"
 # What each MLproject entry point passes on (`mlflow run -P NAME=VALUE`); `tools/mlproject.py` writes MLproject from it.
-MLPROJECT_OPTIONS = ("recipe", *PARAMETERS, "workers")
+MLPROJECT_OPTIONS = ("recipe", "data", "label", "time_column", *PARAMETERS, "workers")
 
 
 def _init(args: argparse.Namespace) -> int:
