@@ -10,6 +10,14 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # (JAX's default, built for sharded arrays) compiles several times slower than the classic one
 # (docs/benchmarks.md); only the random bits differ. The variable reaches the processes tests start.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
+# XLA's compilations, kept on disk and shared by the test workers, the processes they start and later
+# runs: the same initializers and train steps compile once (figures in docs/benchmarks.md §4).
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "keras-pipeline", "jax"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest
 

@@ -4,7 +4,7 @@
 `run_model_saving_test` in one): `tests/models/test_zoo.py` runs it on the
 example every model is registered with. Run on whichever backend
 `KERAS_BACKEND` selects; `make test` runs this directory on TensorFlow and
-again on JAX.
+again on JAX, all but the tests marked `learns`, which train to a quality bar.
 """
 
 from __future__ import annotations

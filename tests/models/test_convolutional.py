@@ -24,6 +24,7 @@ def _unallocated(name, input_spec, output_spec=DIGITS_OUT, **hparams):
         return build_model(name, input_spec, output_spec, **hparams)
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_learns_digits(name, digits):
     x, y = digits[0][:1024], digits[1][:1024]

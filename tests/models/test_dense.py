@@ -7,6 +7,7 @@ from tests.models.checks import assert_training_lowers_loss, count_params
 SPEC_IN, SPEC_OUT = InputSpec((4,)), OutputSpec("classification", 3)
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_mlp_learns_iris(iris, activation):
     x, y = iris

@@ -41,6 +41,7 @@ def test_kmeans_init_sets_centroids_and_nearest_centre_widths(iris):
     np.testing.assert_allclose(np.exp(keras.ops.convert_to_numpy(model.get_layer("rbf").log_widths)), widths, rtol=1e-5)
 
 
+@pytest.mark.learns
 def test_kmeans_centres_give_better_features_than_random_ones(iris):
     """With the Gaussian layer frozen (Moody & Darken's two-stage training), only the head learns."""
     x, y = iris
@@ -57,6 +58,7 @@ def test_kmeans_centres_give_better_features_than_random_ones(iris):
     assert losses["kmeans"] < 0.8 * losses["random"], losses
 
 
+@pytest.mark.learns
 def test_rbf_from_kmeans_learns_iris(iris):
     x, y = iris
     model = build_model("rbf", SPEC_IN, SPEC_OUT, num_centres=9)

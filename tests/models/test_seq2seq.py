@@ -182,6 +182,7 @@ def trained_transformer(kor_eng):
     return model, losses
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("config", ["bahdanau", "luong_general"])
 def test_rnn_training_lowers_loss_on_tatoeba(kor_eng, config):
     x, y, specs = kor_eng

@@ -62,6 +62,7 @@ def first_trial(name):
     return search_space(name, keras_tuner.HyperParameters())
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", MODELS)
 def test_forecasts_the_airline_series(name, airline):
     """Every head, then forecasting the airline series at the search space's first point."""
@@ -74,6 +75,7 @@ def test_forecasts_the_airline_series(name, airline):
     assert_training_lowers_loss(model, x, y, loss="mse", epochs=EPOCHS, batch_size=16, learning_rate=1e-2, factor=0.5)
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", ["cnn1d", "tcn"])
 def test_classifies_italy_power_demand(name, italy_power):
     (x_train, y_train), (x_test, y_test) = italy_power
@@ -112,6 +114,7 @@ def sentence_polarity(shared_datasets):
     return (ids[:8000], labels[:8000]), (ids[8000:], labels[8000:])
 
 
+@pytest.mark.learns
 @pytest.mark.slow
 @pytest.mark.parametrize("name, hparams", [
     ("cnn1d", dict(filters=32, kernel_size=5, num_blocks=1, embedding_dim=32)),

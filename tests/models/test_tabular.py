@@ -78,6 +78,7 @@ def test_tabnet_adds_the_mask_entropy_loss(breast_cancer):
     np.testing.assert_allclose(float(encoder.losses[0]), 0.01 * entropy, rtol=1e-4)
 
 
+@pytest.mark.learns
 def test_tabnet_learns_breast_cancer_with_readable_masks(breast_cancer, tmp_path):
     x, y, names = breast_cancer
     model = build_model("tabnet", SPEC_IN, SPEC_OUT, **SMALL)
@@ -94,6 +95,7 @@ def test_tabnet_learns_breast_cancer_with_readable_masks(breast_cancer, tmp_path
     assert (tmp_path / "masks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.learns
 def test_tabnet_pretraining_reconstructs_hidden_features_in_the_classifiers_encoder(breast_cancer):
     x = breast_cancer[0]
     train, held_out = x[:450], x[450:]

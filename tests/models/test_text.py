@@ -126,6 +126,7 @@ def test_padding_content_and_length_do_not_change_bert_encoding_of_real_tokens(n
         assert not np.allclose(padded_more[real], after[real], atol=1e-5)
 
 
+@pytest.mark.learns
 @pytest.mark.parametrize("name", ["bert", "fnet"])
 def test_mlm_pretraining_on_rt_polarity_then_transfer_to_classifier(name, rt_polarity, tmp_path):
     ids, labels = rt_polarity

@@ -48,8 +48,9 @@ def _custom_layers(model):
     ]
 
 
-def test_every_custom_layer_of_the_zoo_round_trips_its_config():
-    """Every `keras_models>` layer a model is built of; `test_layers.py` covers the rest with outputs too."""
+def test_examples_are_small_and_every_custom_layer_round_trips_its_config():
+    """Every example stays cheap, since the harness trains each once; and every `keras_models>` layer a model
+    is built of round-trips its config (`test_layers.py` covers the rest, with outputs too)."""
     from tests.models.test_layers import _round_trip_cases
 
     seen = set()
@@ -57,6 +58,7 @@ def test_every_custom_layer_of_the_zoo_round_trips_its_config():
         example = entry.example
         with keras.StatelessScope(initialize_variables=False):
             model = build_model(entry.name, example.input_spec, example.output_spec, **example.hparams)
+        assert model.count_params() < 100_000, (entry.name, model.count_params())
         for layer in _custom_layers(model):
             assert_config_round_trips(layer)
             seen.add(type(layer).__name__)
@@ -68,16 +70,6 @@ def test_every_custom_layer_of_the_zoo_round_trips_its_config():
     }
     covered = seen | set(_round_trip_cases())
     assert registered <= covered, registered - covered
-
-
-def test_examples_are_small():
-    """The harness trains every model once: its examples must stay cheap."""
-    for entry in ENTRIES.values():
-        example = entry.example
-        with keras.StatelessScope(initialize_variables=False):
-            model = build_model(entry.name, example.input_spec, example.output_spec, **example.hparams)
-        assert model.count_params() < 100_000, (entry.name, model.count_params())
-        keras.backend.clear_session()
 
 
 def _modules():
