@@ -261,15 +261,15 @@ def fit_arrays(x, y, validation: tuple[Any, Any], batch_size: int, *, seed: int 
     """`fit`'s data arguments for whole splits held as arrays: the same batches, one iterator.
 
     On TensorFlow, Keras makes a new `tf.data` iterator over `fit`'s data
-    every epoch: 19 ms on this machine, 0.4 s under `MirroredStrategy` on two
-    CPU replicas, more than a small split's epoch. Here the train split is an
+    every epoch, which costs more than a small split's epoch, and far more
+    under `MirroredStrategy` (docs/benchmarks.md §2). Here the train split is an
     endless stream with `steps_per_epoch`, so Keras keeps one iterator for the
     whole fit. Each pass reshuffles the rows, as `fit(shuffle=True)` does,
     without a second copy of them (the shuffled things are row indices), and
     ends with the same partial batch. Evaluation starts again every epoch
     whatever it is given, so the eval split is the plainest pipeline to
-    restart, its batches in order: 4 ms an epoch on Iris, against 28 ms for
-    the arrays Keras wraps itself (`bench/validation_restart.py`).
+    restart, its batches in order (`bench/validation_restart.py` compares it
+    with the arrays Keras wraps itself).
     """
     if keras.backend.backend() != "tensorflow":
         return {"x": x, "y": y, "validation_data": validation, "batch_size": batch_size}

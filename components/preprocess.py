@@ -89,10 +89,10 @@ class MergePartials(beam.CombineFn):
         return self.analyzer.create_accumulator()
 
     def add_input(self, accumulator, partial):
-        return self.analyzer.merge_accumulators([accumulator, partial])
+        return self.analyzer.merge(accumulator, partial)
 
     def merge_accumulators(self, accumulators):
-        return self.analyzer.merge_accumulators(list(accumulators))
+        return self.analyzer.merge_accumulators(accumulators)
 
     def extract_output(self, accumulator):
         return self.analyzer.extract_output(accumulator)

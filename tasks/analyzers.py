@@ -9,12 +9,31 @@ of workers combine in any order to the one-pass values.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+
+class Analyzer:
+    """Beam's `CombineFn` protocol for a task's train statistics, whose accumulators merge two at a time.
+
+    A task's analyzer defines `create_accumulator`, `add_input` and `merge`
+    (one accumulator folded into another, which it may update in place); the
+    preprocess component runs it on Beam.
+    """
+
+    def merge(self, acc, other):
+        raise NotImplementedError
+
+    def merge_accumulators(self, accumulators):
+        return functools.reduce(self.merge, accumulators)
+
+    def extract_output(self, acc):
+        return acc
 
 
 def empty_moments(shape: tuple[int, ...] | None = None) -> dict[str, Any]:

@@ -156,7 +156,7 @@ class Task:
     # ---- preprocess (Beam) ----------------------------------------------
 
     def analyzer(self, schema: dict[str, Any], settings):
-        """A `beam.CombineFn` over Arrow record batches of the train split."""
+        """A `tasks.analyzers.Analyzer` (Beam's `CombineFn` protocol) over Arrow record batches of the train split."""
         raise NotImplementedError
 
     def finalize(self, accumulator, schema: dict[str, Any], settings) -> dict[str, Any]:

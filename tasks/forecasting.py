@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.analyzers import empty_moments, merge_moments, moments_of, variance
+from tasks.analyzers import Analyzer, empty_moments, merge_moments, moments_of, variance
 from tasks.base import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -105,11 +105,10 @@ def base_forecast(history: np.ndarray, horizon: int, season: int, seasonal: bool
     return history[:, -season:][:, np.arange(horizon) % season]
 
 
-class MomentsFn:
+class MomentsFn(Analyzer):
     """Moments of the train rows' target-space values (`tasks.analyzers`), and the train row count.
 
-    It follows Beam's `CombineFn` protocol over Arrow record batches; rows
-    whose value is undefined (the first `seasonality` rows when differencing)
+    Its inputs are Arrow record batches; rows whose value is undefined (the first `seasonality` rows when differencing)
     are left out of the moments but counted as train rows.
     """
 
@@ -123,21 +122,10 @@ class MomentsFn:
         values = batch.column(self.value).to_numpy(zero_copy_only=False).astype("float64")
         history = list_matrix(batch.column(HISTORY), self.history_length, HISTORY)
         target = target_space(values, history, self.lag)
-        return self._merge(acc, {"rows": len(values), **moments_of(target[~np.isnan(target)])})
+        return self.merge(acc, {"rows": len(values), **moments_of(target[~np.isnan(target)])})
 
-    @staticmethod
-    def _merge(a, b):
-        return {**merge_moments(a, b), "rows": a["rows"] + b["rows"]}
-
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            merged = self._merge(merged, acc)
-        return merged
-
-    def extract_output(self, acc):
-        return acc
+    def merge(self, acc, other):
+        return {**merge_moments(acc, other), "rows": acc["rows"] + other["rows"]}
 
 
 SCALE = "scale"  # transformed, window scaling: each row's scale

@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.analyzers import count_values, empty_moments, merge_moments, moments_of, variance
+from tasks.analyzers import Analyzer, count_values, empty_moments, merge_moments, moments_of, variance
 from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
@@ -151,11 +151,8 @@ def preprocess(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     return normalise(pixels(images, spec), spec["mean"], spec["variance"])
 
 
-class AnalyzeFn:
-    """Per-channel pixel moments and label counts over Arrow batches of the train split.
-
-    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
-    """
+class AnalyzeFn(Analyzer):
+    """Per-channel pixel moments and label counts over Arrow batches of the train split."""
 
     def __init__(self, column: str, shape: list[int], size: list[int] | None, label: str, dtype: str = "float32"):
         self.column, self.shape, self.size, self.label, self.dtype = column, shape, size, label, dtype
@@ -167,19 +164,12 @@ class AnalyzeFn:
     def add_input(self, acc, batch: pa.Table):
         images = arrow_images(batch.column(self.column), self.shape, "train split")
         values = pixels(images, {"size": self.size or self.shape[:2], "dtype": self.dtype})
-        acc = merge_moments(acc, moments_of(values.reshape(-1, self.shape[-1])))
-        acc["labels"].update(count_values(batch.column(self.label)))
-        return acc
+        return self.merge(acc, {**moments_of(values.reshape(-1, self.shape[-1])),
+                                "labels": count_values(batch.column(self.label))})
 
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            merged = merge_moments(merged, acc)
-            merged["labels"].update(acc["labels"])
-        return merged
-
-    def extract_output(self, acc):
+    def merge(self, acc, other):
+        acc = merge_moments(acc, other)
+        acc["labels"].update(other["labels"])
         return acc
 
 

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data.sources import RawData, SourceError, column_name, read_source
-from tasks.analyzers import vocabulary
+from tasks.analyzers import Analyzer, vocabulary
 from tasks.base import Evaluation, Task
 
 # PAD, START and END as `keras_models.seq2seq` and its decoders number them (not imported: that loads Keras).
@@ -72,11 +72,8 @@ def token_ids(tokens: list[str], vocabulary: dict[str, int]) -> list[int]:
     return [vocabulary.get(token, OOV_ID) for token in tokens]
 
 
-class VocabularyFn:
-    """Counts source and target tokens and sentence lengths of Arrow batches; merging adds the Counters.
-
-    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
-    """
+class VocabularyFn(Analyzer):
+    """Counts source and target tokens and sentence lengths of Arrow batches; merging adds the Counters."""
 
     def __init__(self, source: str, target: str, source_tokens: str, target_tokens: str):
         self.columns = {"source": (source, source_tokens), "target": (target, target_tokens)}
@@ -94,17 +91,11 @@ class VocabularyFn:
                 acc[f"{side}_lengths"][len(tokens)] += 1
         return acc
 
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            merged["rows"] += acc["rows"]
-            for key, value in acc.items():
-                if key != "rows":
-                    merged[key].update(value)
-        return merged
-
-    def extract_output(self, acc):
+    def merge(self, acc, other):
+        acc["rows"] += other["rows"]
+        for key, value in other.items():
+            if key != "rows":
+                acc[key].update(value)
         return acc
 
 

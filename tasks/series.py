@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from data.sources import RawData, SourceError
 from keras_models.specs import InputSpec, OutputSpec
-from tasks.analyzers import count_values
+from tasks.analyzers import Analyzer, count_values
 from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
@@ -115,11 +115,8 @@ def list_column_arrays(column, channels: int, split: str) -> list[np.ndarray]:
     return [v.reshape(-1, channels) for v in np.split(values, np.cumsum(lengths)[:-1])]
 
 
-class AnalyzeFn:
-    """Longest and shortest series (in steps), row count and label counts of the train split.
-
-    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
-    """
+class AnalyzeFn(Analyzer):
+    """Longest and shortest series (in steps), row count and label counts of the train split."""
 
     def __init__(self, series: str, channels: int, label: str):
         self.series, self.channels, self.label = series, channels, label
@@ -130,27 +127,16 @@ class AnalyzeFn:
     def add_input(self, acc, batch: pa.Table):
         steps = pc.divide(pc.list_value_length(batch.column(self.series)), self.channels)
         if len(steps):
-            acc = self._merge(acc, {"max_length": pc.max(steps).as_py(), "min_length": pc.min(steps).as_py(),
+            acc = self.merge(acc, {"max_length": pc.max(steps).as_py(), "min_length": pc.min(steps).as_py(),
                                     "rows": batch.num_rows, "labels": count_values(batch.column(self.label))})
         return acc
 
-    @staticmethod
-    def _merge(acc, other):
+    def merge(self, acc, other):
         acc["max_length"] = max(acc["max_length"], other["max_length"])
         if other["min_length"] is not None:
             acc["min_length"] = min(x for x in (acc["min_length"], other["min_length"]) if x is not None)
         acc["rows"] += other["rows"]
         acc["labels"].update(other["labels"])
-        return acc
-
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            merged = self._merge(merged, acc)
-        return merged
-
-    def extract_output(self, acc):
         return acc
 
 

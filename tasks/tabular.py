@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from data.sources import RawData
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import Task, pretrain_by_epoch, require_tensorflow_backend
-from tasks.analyzers import count_values, empty_moments, merge_moments, moments_of, variance, vocabulary
+from tasks.analyzers import Analyzer, count_values, empty_moments, merge_moments, moments_of, variance, vocabulary
 from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 if TYPE_CHECKING:
@@ -34,10 +34,9 @@ def _is_categorical(series: pd.Series, forced: tuple[str, ...]) -> bool:
     return series.name in forced or not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
 
 
-class AnalyzeFn:
+class AnalyzeFn(Analyzer):
     """Merges per-batch statistics; numeric moments use Chan et al.'s parallel update.
 
-    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
     A class label, when given, is counted like a categorical column; a numeric
     target is one of the `numeric` columns.
     """
@@ -59,16 +58,10 @@ class AnalyzeFn:
             acc["counts"][name].update(count_values(batch.column(name)))
         return acc
 
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            merged = merge_moments(merged, acc)
-            for name, counts in acc["counts"].items():
-                merged["counts"][name].update(counts)
-        return merged
-
-    def extract_output(self, acc):
+    def merge(self, acc, other):
+        acc = merge_moments(acc, other)
+        for name, counts in other["counts"].items():
+            acc["counts"][name].update(counts)
         return acc
 
 

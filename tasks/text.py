@@ -35,7 +35,7 @@ import tensorflow as tf
 from data.sources import RawData, SourceError, column_name
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import pretrain_by_epoch, require_tensorflow_backend
-from tasks.analyzers import count_values, vocabulary
+from tasks.analyzers import Analyzer, count_values, vocabulary
 from tasks.classification import ClassificationTask, encode_labels, label_array, label_schema, label_spec
 
 PAD_ID, OOV_ID = 0, 1
@@ -78,11 +78,8 @@ def encode(texts, vocabulary: list[str], max_length: int) -> np.ndarray:
     return matrix
 
 
-class TokenCountFn:
-    """Counts tokens, token lengths of texts and labels per Arrow batch; merging adds the counters.
-
-    It follows Beam's `CombineFn` protocol; the preprocess component runs it on Beam.
-    """
+class TokenCountFn(Analyzer):
+    """Counts tokens, token lengths of texts and labels per Arrow batch; merging adds the counters."""
 
     def __init__(self, text: str, label: str):
         self.text, self.label = text, label
@@ -97,15 +94,9 @@ class TokenCountFn:
         acc["labels"].update(count_values(batch.column(self.label)))
         return acc
 
-    def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for acc in accumulators:
-            for key, counts in acc.items():
-                merged[key].update(counts)
-        return merged
-
-    def extract_output(self, acc):
+    def merge(self, acc, other):
+        for key, counts in other.items():
+            acc[key].update(counts)
         return acc
 
 

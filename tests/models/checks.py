@@ -125,7 +125,7 @@ def assert_runs_mixed_bfloat16(name, input_spec, output_spec, inputs, **hparams)
     """Builds under `mixed_bfloat16`: variables stay float32, outputs are finite float32.
 
     The forward pass is the compiled predict step, as in training and serving: called eagerly, JAX
-    would compile every op on its own (20 s against 5 s for GoogLeNet on this project's CPU machine).
+    would compile every op on its own, several times slower (docs/benchmarks.md §4).
     """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
