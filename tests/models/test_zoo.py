@@ -62,7 +62,6 @@ def test_examples_are_small_and_every_custom_layer_round_trips_its_config():
         for layer in _custom_layers(model):
             assert_config_round_trips(layer)
             seen.add(type(layer).__name__)
-        keras.backend.clear_session()
     registered = {
         name.removeprefix("keras_models>") for name, obj in keras.saving.get_custom_objects().items()
         if name.startswith("keras_models>") and inspect.isclass(obj) and issubclass(obj, keras.layers.Layer)
