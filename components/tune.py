@@ -42,21 +42,30 @@ def make_hypermodel(model_name: str, task, transform: dict[str, Any], learning_r
     """One HyperModel for every registry model: its declared space plus the learning rate.
 
     The model is compiled with the sampled rate times `learning_rate_scale`
-    (the replica count), so the search space stays that of one replica.
+    (the replica count), so the search space stays that of one replica. A
+    model registered with an initializer (the RBF network's k-means centres)
+    starts each trial from it, as the train component's fit does, once
+    `train_features` is set: trials are scored as the winner will be trained.
     """
     import keras_tuner
 
     import keras_models
 
     scale = learning_rate_scale
+    initializer = keras_models.get_entry(model_name).initializer
 
     class RegistryHyperModel(keras_tuner.HyperModel):
         learning_rate_scale = scale
+        train_features = None
+        seed = 0
 
         def build(self, hp):
             hparams = keras_models.search_space(model_name, hp)
             learning_rate = hp.Float(LEARNING_RATE, 1e-4, 3e-2, sampling="log")
-            return task.build_model(model_name, transform, hparams, learning_rate * learning_rate_scale)
+            model = task.build_model(model_name, transform, hparams, learning_rate * learning_rate_scale)
+            if initializer is not None and self.train_features is not None:
+                initializer(model, self.train_features, seed=self.seed)
+            return model
 
     return RegistryHyperModel(name=model_name)
 
@@ -211,6 +220,7 @@ def search(tuner, preprocess_dir: Path, config, plan) -> None:
     task = get_task(config.task)
     x_train, y_train, _ = load_transformed(preprocess_dir, "train", task)
     x_eval, y_eval, _ = load_transformed(preprocess_dir, "eval", task)
+    tuner.hypermodel.train_features, tuner.hypermodel.seed = x_train, config.seed
     with loaded_objects_frozen(), distribution.distributed(plan):
         tuner.search(
             **fit_arrays(plan.shard(x_train), plan.shard(y_train), (plan.shard(x_eval), plan.shard(y_eval)),

@@ -33,6 +33,28 @@ def test_each_tuner_logs_every_trial_as_a_nested_run(tuner, iris_preprocessed, t
     assert_each_trial_is_a_nested_run(summary, tmp_path)
 
 
+def test_trials_of_a_model_with_an_initializer_start_from_it(iris_preprocessed):
+    """The RBF network's trials start from k-means centres of the train features, as its final fit does."""
+    import keras_tuner
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from components.artifact_io import load_transformed, read_json
+    from components.tune import make_hypermodel
+    from tasks import get_task
+
+    config = config_for("iris_rbf")
+    task = get_task(config.task)
+    preprocess = iris_preprocessed / "preprocess"
+    x_train = load_transformed(preprocess, "train", task)[0]
+    hypermodel = make_hypermodel("rbf", task, read_json(preprocess / "transform" / "transform.json"))
+    hypermodel.train_features, hypermodel.seed = x_train, 7
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    layer = model.get_layer("rbf")
+    expected = KMeans(n_clusters=layer.num_centres, n_init=10, random_state=7).fit(x_train).cluster_centers_
+    np.testing.assert_allclose(np.asarray(layer.centres), expected, atol=1e-5)
+
+
 def _trial_runs(tune_run_id: str):
     client = mlflow.MlflowClient()
     experiment = client.get_run(tune_run_id).info.experiment_id
