@@ -7,7 +7,7 @@ the component's work, before its artifact is published), `tune` (in the
 second epoch of trial 1) or `train` (after epoch 3, whose `BackupAndRestore`
 checkpoint is written). `outage` instead stops the MLflow server described
 by `$FAULT_SERVER` (JSON: pid, argv, log, pidfile) after training epoch 3
-and starts it again 8 seconds later; the new server's pid goes to `pidfile`.
+and starts it again 2 seconds later; the new server's pid goes to `pidfile`.
 """
 
 import json
@@ -37,11 +37,11 @@ def die() -> None:
 
 
 def outage(server: dict) -> None:
-    """Stops the server's process group now and starts the same server again in 8 seconds."""
+    """Stops the server's process group now and starts the same server again in 2 seconds."""
     os.killpg(server["pid"], signal.SIGTERM)
 
     def restart() -> None:
-        time.sleep(8)
+        time.sleep(2)
         process = subprocess.Popen(server["argv"], stdout=open(server["log"], "a"), stderr=subprocess.STDOUT,
                                    start_new_session=True)
         Path(server["pidfile"]).write_text(str(process.pid))

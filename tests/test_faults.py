@@ -203,7 +203,7 @@ def test_two_pipelines_started_at_once_share_finished_work_and_keep_their_own_ru
 
 @pytest.mark.slow
 def test_training_goes_on_through_a_tracking_server_outage_and_its_metrics_arrive(tmp_path):
-    """The server stops after epoch 3 and is back 8 s later; MLflow's async queue retries with backoff."""
+    """The server stops after epoch 3 and restarts 2 s later; MLflow's async queue retries with backoff."""
     import json
     import subprocess
     import sys
