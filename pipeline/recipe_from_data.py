@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 
 from data.sources import SourceError, column_name
+from data.timestamps import parse_timestamps
 from pipeline.config import PROJECT_ROOT, ConfigError, CsvOptions, allowed_roots, recipe_base
 from tasks.forecasting import DEFAULT_MODEL, DEFAULT_TRAINING, MIN_TRAIN_WINDOWS, default_settings
 
@@ -136,7 +137,7 @@ def _read(source: str) -> tuple[pd.DataFrame, dict[str, Any] | None, str]:
 
 
 def _parses_as_dates(values: pd.Series) -> bool:
-    """Text whose every value is a timestamp in one format pandas reads (`2024-03-01`, `1949-01`, `03/01/2024`)."""
+    """Text whose every value is a timestamp in one format (`2024-03-01`, `1949-01`, `03/01/2024`, `13/01/2024`)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return True
     present = values.dropna()
@@ -145,8 +146,8 @@ def _parses_as_dates(values: pd.Series) -> bool:
     text = pd.Series(present.astype(str).unique())
     if not text.str.contains(r"\d{4}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}", regex=True).all():
         return False
-    try:  # as the forecasting task parses them: in the format pandas infers from the first value
-        parsed = pd.to_datetime(text, errors="coerce")
+    try:  # as the forecasting task parses them
+        parsed = parse_timestamps(text)
     except (ValueError, TypeError):
         return False
     return bool(parsed.notna().all())
@@ -314,7 +315,7 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
 
 def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, time: str, source: str,
                       notes: list[str]) -> dict[str, Any]:
-    times = pd.to_datetime(frame[time], errors="coerce")
+    times = parse_timestamps(frame[time])
     if times.duplicated().any():
         repeated = times[times.duplicated()].iloc[0]
         raise ConfigError(f"{source}: time column {time!r} repeats {repeated}; a series needs one row per period "

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data.sources import RawData, SourceError, column_name
+from data.timestamps import parse_timestamps
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.analyzers import Analyzer, empty_moments, merge_moments, moments_of, variance
 from tasks.base import Evaluation, Task
@@ -430,7 +431,7 @@ class Forecasting(Task):
                               f"different columns; got {time!r}, {key!r} and {value!r}.")
         if HISTORY in (time, value, key):
             raise SourceError(f"{raw.origin}: column name {HISTORY!r} is reserved for the input window.")
-        times = pd.to_datetime(frame[time], errors="coerce")
+        times = parse_timestamps(frame[time])
         values = pd.to_numeric(frame[value], errors="coerce")
         checks = [(time, times, "timestamps"), (value, values, "numbers")]
         if key is not None:

@@ -12,6 +12,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT, ROOTS_ENV, ConfigError, RECIPES_DIR, list_recipes, load_config
 from pipeline.recipe_from_data import column_table, infer_recipe, recipe_yaml
+from tasks import get_task
 
 INFERRED_TASKS = ("tabular_classification", "tabular_regression", "forecasting")
 
@@ -121,6 +122,23 @@ def test_a_dated_numeric_series_is_a_forecast_with_its_frequency(tmp_path):
     assert (task["seasonality"], task["horizon"], task["test_periods"], task["window"]) == (4, 8, 10, 5)
     with pytest.raises(ConfigError, match=r"time column 'sales' holds values that are not all dates"):
         infer_recipe(tmp_path / "q.csv", "quarter", time_column="sales")
+
+
+def test_a_series_dated_day_first_in_a_semicolon_file_is_a_weekly_forecast(tmp_path):
+    """`;`, decimal commas and dates written day first (`13/01/2019`), as a spreadsheet in much of Europe saves them."""
+    weeks = pd.date_range("2019-01-06", periods=160, freq="W")
+    sales = 100 + 15 * np.sin(2 * np.pi * np.arange(160) / 52) + np.random.default_rng(0).normal(0, 3, 160)
+    pd.DataFrame({"Woche": weeks.strftime("%d/%m/%Y"), "Absatz": sales.round(1)}).to_csv(
+        tmp_path / "absatz.csv", sep=";", decimal=",", index=False)
+    inferred = infer_recipe(tmp_path / "absatz.csv", "Absatz")
+    task = inferred.recipe["task"]
+    assert task["type"] == "forecasting" and task["time_column"] == "woche" and task["seasonality"] == 52
+    assert any(note.startswith("weekly series") for note in inferred.notes)
+
+    config = load_config(inferred.recipe)
+    _, splits = get_task(config.task).read_splits(config.data, seed=0)
+    times = pd.concat([splits[s]["woche"] for s in ("train", "eval", "test")])
+    assert times.tolist() == weeks.tolist()
 
 
 def test_the_written_recipe_loads_names_the_model_after_its_file_and_reads_the_data_beside_it(
