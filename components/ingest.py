@@ -134,7 +134,7 @@ def run(inputs: dict[str, Path], output: Path, config) -> dict[str, Any]:
         source = resolve_dataset_source(str(raw.path)) if raw.path else CodeDatasetSource({"source": raw.origin})
         datasets = {name: mlflow.data.from_pandas(frame, source=source, name=config.data.source, targets=raw.label)
                     for name, frame in splits.items()}
-    entities = {name: dataset._to_mlflow_entity() for name, dataset in datasets.items()}
+        entities = {name: dataset._to_mlflow_entity() for name, dataset in datasets.items()}  # infers the schema
     (output / DATASETS).write_text(json.dumps({name: {key: getattr(entity, key) for key in DATASET_FIELDS}
                                                for name, entity in entities.items()}, indent=2))
     log_datasets(output, list(splits))

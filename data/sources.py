@@ -92,14 +92,14 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-# File suffix → reader (`module:function` for readers that live beside their format's code).
+# Files read as delimited rows (`data.csv_format` sniffs the delimiter, whatever the suffix says).
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")
+# File suffix → reader (`module:function` for readers that live beside their format's code). Sentence
+# pairs (`.txt`, `.tsv`) are delimited text too; the seq2seq task reads them with `data.pairs`.
 READERS = {
-    ".csv": _read_csv,
-    ".csv.gz": _read_csv,
+    **dict.fromkeys(CSV_SUFFIXES, _read_csv),
     ".parquet": _read_parquet,
     ".ts": "data.ucr:read_ts",
-    ".tsv": "data.pairs:read_pairs",
-    ".txt": "data.pairs:read_pairs",  # the Tatoeba/ManyThings exports: <lang>.txt
 }
 
 
@@ -163,11 +163,13 @@ def _read_tfds(spec: str, data_dir: str | None) -> tuple[pd.DataFrame, str]:
 
 
 def read_source(source: str, label: str | None = None, tfds_data_dir: str | None = None,
-                csv: Mapping | None = None) -> RawData:
+                csv: Mapping | None = None, reader=None) -> RawData:
     """Reads `source` into a DataFrame with normalised column names and its label column.
 
     `csv` holds the recipe's `data.csv` options for a CSV file (unset ones
     are sniffed); `label` may be the column's name in the file or normalised.
+    `reader` (a path → DataFrame function) reads a file instead of the one
+    its suffix picks.
     """
     kind, _, rest = source.partition(":")
     path, rejected, csv_format = None, rejected_rows(), None
@@ -181,7 +183,7 @@ def read_source(source: str, label: str | None = None, tfds_data_dir: str | None
             path = DATA_ROOT.parent / path
         if not path.is_file():
             raise SourceError(f"Data file {source} does not exist.")
-        reader = _reader(path)
+        reader = reader or _reader(path)
         if reader is _read_csv:
             frame, rejected, fmt = _read_csv(path, csv)
             csv_format = fmt.to_dict()

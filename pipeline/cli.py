@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Reads DATA (CSV with sniffed options, or Parquet), infers the task, the "
                                       "categorical columns, a model and training settings, prints the columns, and "
                                       "writes a commented recipe to run with `keras-pipeline run --recipe`.")
-    init.add_argument("data", metavar="DATA", help="a CSV (.csv, .csv.gz) or Parquet file, or sklearn:<name>")
+    init.add_argument("data", metavar="DATA", help="a CSV (.csv, .tsv, .txt, gzipped too) or Parquet file, or sklearn:<name>")
     init.add_argument("--label", required=True, metavar="COLUMN", help="the column to predict")
     init.add_argument("--time-column", default=None, metavar="COLUMN",
                       help="the timestamps of a series to forecast (found by itself when one column holds one "

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt")
+from data.sources import CSV_SUFFIXES
+
 PARQUET_SUFFIXES = (".parquet", ".pq")
 OUTPUT_SUFFIXES = (".csv", ".parquet")
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from data.sources import SourceError, column_name
+from data.sources import CSV_SUFFIXES, SourceError, column_name
 from pipeline.config import PROJECT_ROOT, SOURCE_SCHEMES, ConfigError, PipelineConfig
 
 
@@ -23,7 +23,7 @@ def source_file(source: str) -> Path | None:
 
 def file_columns(path: Path, csv_options: dict | None = None) -> list[str] | None:
     """The normalised column names of a CSV or Parquet file, from its header or schema; None for other files."""
-    if path.name.endswith((".csv", ".csv.gz")):
+    if path.name.endswith(CSV_SUFFIXES):
         from data.csv_format import iter_csv, sniff
 
         first = next(iter_csv(path, sniff(path, csv_options), block_rows=1), None)
@@ -52,7 +52,7 @@ def check_inputs(config: PipelineConfig) -> None:
             raise ConfigError(f"{key}: data file {source} does not exist; fix the path in the recipe or pass "
                               f"--set {key}=PATH.")
     path = source_file(data.source)
-    if path is None:
+    if path is None or config.task.type == "seq2seq":  # sentence pairs: no header to check, `data.pairs` reads them
         return
     try:
         columns = file_columns(path, data.csv.model_dump())

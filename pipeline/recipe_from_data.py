@@ -29,18 +29,16 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from data.sources import SourceError, column_name
+from data.sources import CSV_SUFFIXES, SourceError, column_name
 from data.timestamps import parse_timestamps
 from pipeline.config import PROJECT_ROOT, ConfigError, CsvOptions, allowed_roots, recipe_base
 from tasks.forecasting import DEFAULT_MODEL, DEFAULT_TRAINING, MIN_TRAIN_WINDOWS, default_settings
 
 MAX_CLASSES = 20  # an integer label with at most this many values is a class label
-FILE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+FILE_SUFFIXES = (*CSV_SUFFIXES, ".parquet")
 # Files the project reads but `init` does not infer a recipe for: the shipped recipe to copy instead.
 OTHER_SHAPES = {
     ".ts": "whole series per row (series_classification): start from pipeline/recipes/italypower_cnn1d.yaml",
-    ".txt": "sentence pairs (seq2seq): start from pipeline/recipes/tatoeba_transformer.yaml",
-    ".tsv": "sentence pairs (seq2seq): start from pipeline/recipes/tatoeba_transformer.yaml",
     "sklearn:digits": "8×8 images as 64 pixel columns (image_classification): start from "
                       "pipeline/recipes/digits_lenet.yaml",
     "tfds:": "a TensorFlow Datasets source (images or text): start from pipeline/recipes/mnist_lenet.yaml or "
@@ -119,8 +117,8 @@ def _read(source: str) -> tuple[pd.DataFrame, dict[str, Any] | None, str]:
         return raw.frame, None, recipe_name(source.partition(":")[2])
     path = Path(source)
     if not path.name.endswith(FILE_SUFFIXES):
-        raise ConfigError(f"{source}: `init` reads CSV (.csv, .csv.gz) and Parquet (.parquet) files; "
-                          "convert the file to one of them.")
+        raise ConfigError(f"{source}: `init` reads delimited text ({', '.join(CSV_SUFFIXES)}) and Parquet "
+                          "(.parquet) files; convert the file to one of them.")
     if not path.is_file():
         raise ConfigError(f"{source}: no such file; check the path.")
     stem = path.name.removesuffix(".gz").rsplit(".", 1)[0]
@@ -176,7 +174,9 @@ def _find_column(frame: pd.DataFrame, name: str, what: str, source: str) -> str:
     close = difflib.get_close_matches(name, names, n=1) or difflib.get_close_matches(
         column_name(name), [column_name(c) for c in names], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ConfigError(f"{source}: no column {name!r}{hint} for {what}; the columns are: {', '.join(names)}.")
+    pairs = (" If the file holds sentence pairs, one pair a line, start from "
+             "pipeline/recipes/tatoeba_transformer.yaml.") if source.endswith((".txt", ".tsv")) else ""
+    raise ConfigError(f"{source}: no column {name!r}{hint} for {what}; the columns are: {', '.join(names)}.{pairs}")
 
 
 def _period(times: pd.Series) -> tuple[str, int]:

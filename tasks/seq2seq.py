@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from data.pairs import read_pairs
 from data.sources import RawData, SourceError, column_name, read_source
 from tasks.analyzers import Analyzer, vocabulary
 from tasks.base import Evaluation, Task
@@ -164,14 +165,21 @@ class Seq2Seq(Task):
     # ---- ingest -----------------------------------------------------------
 
     def read(self, data) -> RawData:
-        """The pairs, with `data.label` (when set) required to name `task.target_column`."""
+        """The pairs, with `data.label` (when set) required to name `task.target_column`.
+
+        A `.txt` or `.tsv` file is read as the Tatoeba/ManyThings exports are
+        written (`data.pairs`: a pair a line, no header, quotes as text); any
+        other file as the other tasks read it, with the recipe's `data.csv`.
+        """
         source, target = self.columns
         if data.label is not None and column_name(data.label) != target:
             raise SourceError(
                 f"data.label={data.label!r} and task.target_column={self.options.target_column!r} "
                 "name different columns; for seq2seq the label is the target column."
             )
-        raw = read_source(data.source, data.label or target, data.tfds_data_dir)
+        pairs = data.source.endswith((".txt", ".tsv"))
+        raw = read_source(data.source, data.label or target, data.tfds_data_dir, csv=data.csv.model_dump(),
+                          reader=read_pairs if pairs else None)
         if source not in raw.frame.columns:
             raise SourceError(
                 f"{data.source}: source column {source!r} (task.source_column) not found; "

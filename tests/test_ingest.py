@@ -147,3 +147,23 @@ def test_ingest_declares_its_outputs_so_a_lost_split_is_not_published(tmp_path, 
     assert check_outputs(tmp_path, summary) == []
     (tmp_path / "test" / "data.parquet").unlink()
     assert any("test" in problem for problem in check_outputs(tmp_path, summary))
+
+
+def test_a_headerless_tab_separated_file_with_integer_columns_is_read_as_rows_without_library_hints(
+        tmp_path, local_mlflow):
+    """`.tsv` is delimited rows like any CSV; MLflow's hint about integer columns in signatures is not shown."""
+    import warnings
+
+    rows = ["Zürich\t111.6\t3\t13050", "Genève\t34.6\t6\t12097", "Bâle\t80.0\t2\t9100", "Lugano\t163.6\t1\t11442"]
+    (tmp_path / "rents.tsv").write_text("\n".join(rows * 10) + "\n", encoding="latin-1")
+    config = config_for(**{"data.source": str(tmp_path / "rents.tsv"), "data.label": "column_4",
+                           "task.type": "tabular_regression"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_component("ingest", config, {}, tmp_path / "ingest")
+    assert not [w for w in caught if "Inferred schema contains integer" in str(w.message)]
+    schema = json.loads((tmp_path / "ingest" / "schema.json").read_text())
+    assert [f["name"] for f in schema["features"]] == ["column_1", "column_2", "column_3"]
+    assert schema["source"]["csv"]["delimiter"] == "\t" and schema["source"]["csv"]["encoding"] != "utf-8"
+    train = pq.read_table(tmp_path / "ingest" / "train" / "data.parquet").to_pandas()
+    assert set(train["column_1"]) <= {"Zürich", "Genève", "Bâle", "Lugano"}

@@ -48,9 +48,15 @@ def iris_frame():
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_init_infers_the_task_of_every_shipped_dataset_or_refuses_it(recipe):
-    """Rows and dated series give the shipped recipe's task; images, whole series, text and pairs are refused."""
+    """Rows and dated series give the shipped recipe's task; images, whole series and text are refused, and
+    sentence pairs, read as rows, lack the label, with the recipe to start from."""
     shipped = _shipped(recipe)
     data, task = shipped["data"], shipped["task"]
+    if task["type"] == "seq2seq":
+        with pytest.raises(ConfigError, match=r"no column 'target' for the label .* If the file holds sentence "
+                                              r"pairs, one pair a line, start from pipeline/recipes/\w+\.yaml"):
+            infer_recipe(_source(data["source"]), data["label"])
+        return
     if task["type"] not in INFERRED_TASKS:
         with pytest.raises(ConfigError, match=r"`init` infers recipes for tabular rows and dated series .*; this is "
                                               r".*start from pipeline/recipes/\w+\.yaml"):

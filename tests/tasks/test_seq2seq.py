@@ -11,7 +11,7 @@ import pytest
 
 from components.artifact_io import read_columns
 from data.pairs import read_pairs
-from data.sources import SourceError, read_source
+from data.sources import SourceError
 from pipeline.config import DataConfig, PreprocessConfig, load_config
 from tasks.options import Seq2SeqOptions
 from tasks.seq2seq import END_ID, OOV_ID, PAD_ID, START_ID, UNKNOWN, Seq2Seq, VocabularyFn, tokenize
@@ -69,11 +69,14 @@ def test_read_pairs_errors_name_the_line(tmp_path, text, message):
         read_pairs(path)
 
 
-def test_shipped_pairs_read_through_read_source():
-    raw = read_source(SHIPPED, "target")
+def test_the_task_reads_a_txt_file_as_sentence_pairs_and_a_csv_with_its_header(tmp_path):
+    raw = _task().read(DataConfig(source=SHIPPED))
     assert raw.frame.shape == (3798, 3) and raw.label == "target"
     assert raw.frame.iloc[0].tolist()[:2] == ["Go.", "가."]
     assert raw.frame["attribution"].str.startswith("CC-BY 2.0 (France)").all()
+    raw.frame[["source", "target"]].iloc[:20].to_csv(tmp_path / "pairs.csv", sep=";", index=False)
+    pairs = _task().read(DataConfig(source=str(tmp_path / "pairs.csv"))).frame
+    assert pairs.columns.tolist() == ["source", "target"] and pairs.iloc[0].tolist() == ["Go.", "가."]
 
 
 def test_label_must_be_the_target_column():
@@ -138,7 +141,7 @@ def test_target_ids_round_trip_and_special_ids(target_tokens):
 
 
 def test_analyzer_merges_batches_exactly_and_vocabulary_is_ranked():
-    raw = read_source(SHIPPED, "target").frame.iloc[:500]
+    raw = _task().read(DataConfig(source=SHIPPED)).frame.iloc[:500]
     fn = VocabularyFn("source", "target", "word", "character")
     table = pa.Table.from_pandas(raw[["source", "target"]], preserve_index=False)
     whole = fn.add_input(fn.create_accumulator(), table)
