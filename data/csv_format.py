@@ -17,6 +17,10 @@ sniffed from a sample at the start of the file:
   header, and a header when nothing tells.
 - `decimal`: `,` when the delimiter is not a comma and the sample's numbers
   are written `3,14` (none `3.14`), else `.`.
+- `thousands`: the mark that groups digits by three, `.` in `1.234,5` or
+  `1.234.567`, `,` in `1,234.5` or `1,234,567` (a form no other reading
+  fits); none otherwise. Text columns whose every value is a number so
+  written are read as numbers.
 
 A headerless file's columns are `column_1` … `column_N` unless
 `column_names` names them. Rows are indexed by their file row (the header
@@ -48,7 +52,9 @@ from data.errors import SourceError, rejected_rows
 log = logging.getLogger("data")
 
 DELIMITERS = (",", ";", "\t", "|")
-OPTIONS = ("delimiter", "encoding", "header", "column_names", "column_types", "na_values", "quote_char", "decimal")
+OPTIONS = ("delimiter", "encoding", "header", "column_names", "column_types", "na_values", "quote_char", "decimal",
+           "thousands")
+THOUSANDS = ("", ".", ",", " ", "'")  # "" is none
 KINDS = {
     "string": pa.string(),
     "integer": pa.int64(),
@@ -61,6 +67,10 @@ DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pi
 DEFAULT_NA = frozenset(pacsv.ConvertOptions().null_values)
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 DECIMAL_POINT = re.compile(r"[+-]?\d*\.\d+(?:[eE][+-]?\d+)?")
+# Digits grouped by three that no other reading fits: `1.234,5` or `1.234.567`; `1,234.5` or `1,234,567`.
+GROUPED = {".": re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+,\d+|[+-]?\d{1,3}(?:\.\d{3}){2,}"),
+           ",": re.compile(r"[+-]?\d{1,3}(?:,\d{3})+\.\d+|[+-]?\d{1,3}(?:,\d{3}){2,}"),
+           "'": re.compile(r"[+-]?\d{1,3}(?:'\d{3})+(?:\.\d+)?")}
 SAMPLE_BYTES = 1 << 16
 PARSE_BLOCK_BYTES = 1 << 20  # pyarrow's block size: a record must fit in one
 
@@ -77,6 +87,7 @@ class CsvFormat:
     na_values: tuple[str, ...] | None = None
     quote_char: str = '"'
     decimal: str = "."
+    thousands: str = ""
 
     def __post_init__(self):  # lists from JSON become tuples
         for name in ("column_names", "na_values"):
@@ -112,6 +123,10 @@ def _check_options(options: Mapping | None) -> dict[str, Any]:
         raise SourceError(f"data.csv.decimal must be '.' or ',', got {given['decimal']!r}.")
     if given.get("decimal") == "," and given.get("delimiter") == ",":
         raise SourceError("data.csv.decimal ',' needs another delimiter than ','; set data.csv.delimiter.")
+    if given.get("thousands", "") not in THOUSANDS:
+        raise SourceError(f"data.csv.thousands must be one of {THOUSANDS[1:]} or '' (none), got {given['thousands']!r}.")
+    if given.get("thousands") and given["thousands"] in (given.get("decimal", "."), given.get("delimiter")):
+        raise SourceError(f"data.csv.thousands {given['thousands']!r} is also the decimal mark or the delimiter.")
     if "encoding" in given:
         try:
             codecs.lookup(given["encoding"])
@@ -176,7 +191,9 @@ def _sniff_delimiter(text: str, quote_char: str, complete: bool) -> str:
     return max(scores)[-1] if scores else ","
 
 
-def _is_number(value: str, decimal: str = ".") -> bool:
+def _is_number(value: str, decimal: str = ".", thousands: str = "") -> bool:
+    if thousands:
+        value = value.replace(thousands, "")
     try:
         float(value.replace(",", ".") if decimal == "," else value)
         return True
@@ -184,17 +201,24 @@ def _is_number(value: str, decimal: str = ".") -> bool:
         return False
 
 
-def _sniff_decimal(records: list[list[str]], delimiter: str) -> str:
-    """`,` when numbers are written with a decimal comma (and none with a point), else `.`."""
-    if delimiter == ",":
-        return "."
+def _sniff_numbers(records: list[list[str]], delimiter: str, given: Mapping) -> tuple[str, str]:
+    """The decimal mark and the thousands mark (see the module docstring); `given` ones stay."""
     fields = [value.strip() for record in records[1:] for value in record]
+    grouped = [mark for mark, form in GROUPED.items() if any(form.fullmatch(v) for v in fields)]
+    thousands = given.get("thousands", grouped[0] if len(grouped) == 1 else "")
+    if "decimal" in given:
+        return given["decimal"], thousands if thousands != given["decimal"] else ""
+    if thousands in (".", ",", "'"):
+        return ("," if thousands == "." else "."), thousands
+    if delimiter == ",":
+        return ".", thousands
+    fields = [v.replace(thousands, "") for v in fields] if thousands else fields
     commas = sum(bool(DECIMAL_COMMA.fullmatch(v)) for v in fields)
     points = sum(bool(DECIMAL_POINT.fullmatch(v)) for v in fields)
-    return "," if commas and not points else "."
+    return ("," if commas and not points else "."), thousands
 
 
-def _sniff_header(records: list[list[str]], na_values: frozenset[str], decimal: str = ".") -> bool:
+def _sniff_header(records: list[list[str]], na_values: frozenset[str], decimal: str = ".", thousands: str = "") -> bool:
     """Whether the first record names the columns (see the module docstring)."""
     if len(records) < 2:
         return True
@@ -204,8 +228,8 @@ def _sniff_header(records: list[list[str]], na_values: frozenset[str], decimal: 
         values = [r[i] for r in body if i < len(r) and r[i] not in na_values]
         if not values or name in na_values:
             continue
-        if sum(_is_number(v, decimal) for v in values) >= 0.8 * len(values):
-            numeric_votes.append(not _is_number(name, decimal))
+        if sum(_is_number(v, decimal, thousands) for v in values) >= 0.8 * len(values):
+            numeric_votes.append(not _is_number(name, decimal, thousands))
         elif name in values:
             text_votes.append(False)
         elif len({len(v) for v in values}) == 1 and len(name) != len(values[0]):
@@ -235,9 +259,9 @@ def sniff(path, options: Mapping | None = None) -> CsvFormat:
     delimiter = given.get("delimiter") or _sniff_delimiter(text, quote_char, complete)
     na_values = given.get("na_values")
     records = _records(text, delimiter, quote_char, complete)
-    decimal = given.get("decimal") or _sniff_decimal(records, delimiter)
+    decimal, thousands = _sniff_numbers(records, delimiter, given)
     header = given["header"] if "header" in given else _sniff_header(
-        records, frozenset(na_values) if na_values is not None else DEFAULT_NA, decimal)
+        records, frozenset(na_values) if na_values is not None else DEFAULT_NA, decimal, thousands)
     width = len(records[0]) if records else 1
     names = given.get("column_names")
     if names is not None and len(names) != width:
@@ -247,13 +271,13 @@ def sniff(path, options: Mapping | None = None) -> CsvFormat:
         names = tuple(f"column_{i}" for i in range(1, width + 1))
     fmt = CsvFormat(delimiter=delimiter, encoding=encoding, header=header, column_names=names,
                     column_types=given.get("column_types") or {}, na_values=na_values, quote_char=quote_char,
-                    decimal=decimal)
+                    decimal=decimal, thousands=thousands)
     known = names if names is not None else (records[0] if records else [])
     missing = [name for name in fmt.column_types if name not in known]
     if missing:
         raise SourceError(f"{path}: data.csv.column_types names {missing}, which the file lacks; "
                           f"its columns are: {', '.join(known)}.")
-    sniffed = [k for k in ("delimiter", "encoding", "header", "decimal") if k not in given]
+    sniffed = [k for k in ("delimiter", "encoding", "header", "decimal", "thousands") if k not in given]
     if sniffed:
         log.info("%s: sniffed %s", path, ", ".join(f"{k} {getattr(fmt, k)!r}" for k in sniffed)
                  + ("" if header else f"; columns named {names[0]} … {names[-1]}" if "column_names" not in given
@@ -398,6 +422,9 @@ def read_csv(path, options: Mapping | None = None) -> tuple[pd.DataFrame, pd.Dat
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise _arrow_error(path, fmt, e) from None
     _check_decoded(path, fmt, table)
+    forced = set(fmt.column_types)
+    table = pa.table([table[n] if n in forced else _ungroup(table[n], fmt) for n in table.column_names],
+                     names=table.column_names)
     frame = table.to_pandas()
     for name in table.column_names:  # pandas would make these floats; a class label must stay an integer
         if pa.types.is_integer(table[name].type) and table[name].null_count:
@@ -408,6 +435,25 @@ def read_csv(path, options: Mapping | None = None) -> tuple[pd.DataFrame, pd.Dat
 
 # Each inferred type, then what a chunk's column falls back to when a value does not fit it.
 _FALLBACKS = {pa.int64(): (pa.float64(),), pa.null(): (pa.int64(), pa.float64(), pa.bool_(), pa.timestamp("s"))}
+
+
+def _ungroup(column: pa.ChunkedArray, fmt: CsvFormat) -> pa.ChunkedArray:
+    """A text column whose every value is a number written with `fmt.thousands`, as numbers; any other as it is."""
+    if not fmt.thousands or not pa.types.is_string(column.type) or column.null_count == len(column):
+        return column
+    mark, point = re.escape(fmt.thousands), re.escape(fmt.decimal)
+    number = rf"^\s*[+-]?(?:\d{{1,3}}(?:{mark}\d{{3}})*|\d+)(?:{point}\d+)?\s*$"
+    if not pc.all(pc.match_substring_regex(column, number), skip_nulls=True).as_py():
+        return column
+    text = pc.utf8_trim_whitespace(pc.replace_substring(column, fmt.thousands, ""))
+    if fmt.decimal != ".":
+        text = pc.replace_substring(text, fmt.decimal, ".")
+    for kind in (pa.int64(), pa.float64()):
+        try:
+            return text.cast(kind)
+        except pa.ArrowInvalid:
+            continue
+    return column
 
 
 def _settle(column: pa.ChunkedArray, target: pa.DataType, decimal: str = ".") -> pa.ChunkedArray:
@@ -449,7 +495,8 @@ def iter_csv(path, fmt: CsvFormat, block_rows: int = 65536) -> Iterator[pd.DataF
         raise _arrow_error(path, fmt, e) from None
 
     def chunk(table: pa.Table, last: bool = False) -> pd.DataFrame:
-        columns = [table[name] if name in forced else _settle(table[name], inferred.field(name).type, fmt.decimal)
+        columns = [table[name] if name in forced else _ungroup(_settle(table[name], inferred.field(name).type,
+                                                                        fmt.decimal), fmt)
                    for name in table.column_names]
         table = pa.table(columns, names=table.column_names)
         _check_decoded(path, fmt, table)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,17 @@ class RawData:
     csv_format: dict | None = None  # how a CSV source was read (`CsvFormat.to_dict()`)
 
 
+# Latin letters that Unicode does not decompose into a base letter and an accent.
+LATIN_LETTERS = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+                               "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH",
+                               "ı": "i"})
+
+
 def column_name(name: str) -> str:
-    """`"sepal length (cm)"` → `"sepal_length_cm"`."""
-    clean = re.sub(r"[^0-9a-zA-Z]+", "_", str(name)).strip("_").lower()
+    """`"sepal length (cm)"` → `"sepal_length_cm"`, `"Kündigt"` → `"kundigt"` (accents dropped, not the letters)."""
+    letters = "".join(c for c in unicodedata.normalize("NFKD", str(name).translate(LATIN_LETTERS))
+                      if not unicodedata.combining(c))
+    clean = re.sub(r"[^0-9a-zA-Z]+", "_", letters).strip("_").lower()
     return clean if clean and not clean[0].isdigit() else f"f_{clean}"
 
 

@@ -87,6 +87,8 @@ class CsvOptions(Section):
     `quote_char` quotes fields that hold the delimiter, quotes or newlines.
     `decimal` is the decimal mark of the numbers, `.` or `,` (sniffed: `,`
     when the delimiter is not a comma and the numbers are written `3,14`).
+    `thousands` groups their digits: `.`, `,`, `'`, a space, or `""` for none
+    (sniffed from numbers only it explains, such as `1.234,5` or `1,234,567`).
     """
 
     delimiter: str | None = Field(None, min_length=1, max_length=1)
@@ -97,6 +99,7 @@ class CsvOptions(Section):
     na_values: tuple[str, ...] | None = None
     quote_char: str | None = Field(None, min_length=1, max_length=1)
     decimal: Literal[".", ","] | None = None
+    thousands: Literal["", ".", ",", "'", " "] | None = None
 
     @field_validator("delimiter", mode="before")
     @classmethod

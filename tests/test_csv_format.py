@@ -188,7 +188,8 @@ def test_read_source_takes_the_label_by_its_name_in_the_file(tmp_path):
     assert raw.label == "flower_class" and list(raw.frame.columns) == ["flower_class", "petal_length_cm"]
     assert raw.renamed == {"Flower Class": "flower_class", "Petal Length (cm)": "petal_length_cm"}
     assert raw.csv_format == {"delimiter": ";", "encoding": "utf-8", "header": True, "column_names": None,
-                              "column_types": {}, "na_values": ["?"], "quote_char": '"', "decimal": "."}
+                              "column_types": {}, "na_values": ["?"], "quote_char": '"', "decimal": ".",
+                              "thousands": ""}
 
 
 def test_a_column_type_outside_the_five_kinds_fails_at_load_time():
@@ -237,3 +238,40 @@ def test_a_decimal_point_stays_and_a_comma_mark_needs_another_delimiter(tmp_path
     assert sniff(write(tmp_path, "ints.csv", "a,b\n1,5\n2,5\n")).decimal == "."
     with pytest.raises(SourceError, match="data.csv.decimal ',' needs another delimiter"):
         sniff(write(tmp_path, "x.csv", "a;b\n1,5;2\n"), {"decimal": ",", "delimiter": ","})
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_digits_grouped_by_thousands_are_sniffed_and_read_as_numbers(tmp_path, header):
+    """`16.119,56` beside `567,12`: a grouping dot and a decimal comma, in one pass and in chunks alike."""
+    amounts = ["16.119,56", "567,12", "1.234.567", "2,5", "-3.000,75", "42"] * 4
+    rows = "".join(f"K{i:03d};{a};v1.2.{i}\n" for i, a in enumerate(amounts))
+    path = write(tmp_path, "kunden.csv", ("Kunde;Umsatz;Version\n" if header else "") + rows)
+    frame, _, fmt = read_csv(path)
+    assert (fmt.decimal, fmt.thousands, fmt.header) == (",", ".", header)
+    expected = [16119.56, 567.12, 1234567.0, 2.5, -3000.75, 42.0] * 4
+    umsatz, version = ("Umsatz", "Version") if header else ("column_2", "column_3")
+    assert frame[umsatz].dtype == "float64" and frame[umsatz].tolist() == expected
+    assert frame[version].tolist()[:2] == ["v1.2.0", "v1.2.1"]  # text that only looks grouped in parts stays text
+    chunks = list(iter_csv(path, fmt, block_rows=5))
+    assert pd.concat(chunks)[umsatz].tolist() == expected
+    assert CsvFormat(**json.loads(json.dumps(fmt.to_dict()))) == fmt
+
+
+def test_grouping_commas_apostrophes_and_an_explicit_none(tmp_path):
+    us = write(tmp_path, "us.csv", 'city,population\nA,"1,234,567"\nB,"12,345.5"\nC,980\n')
+    frame, _, fmt = read_csv(us)
+    assert (fmt.decimal, fmt.thousands) == (".", ",") and frame["population"].tolist() == [1234567, 12345.5, 980]
+    swiss = write(tmp_path, "ch.csv", "ort;miete\nBern;1'850.50\nBasel;2'100\nChur;990.25\n")
+    frame, _, fmt = read_csv(swiss)
+    assert (fmt.decimal, fmt.thousands) == (".", "'") and frame["miete"].tolist() == [1850.5, 2100.0, 990.25]
+    frame, _, fmt = read_csv(us, {"thousands": ""})
+    assert fmt.thousands == "" and frame["population"].tolist() == ["1,234,567", "12,345.5", "980"]
+    with pytest.raises(SourceError, match=r"data.csv.thousands ',' is also the decimal mark or the delimiter"):
+        sniff(us, {"thousands": ",", "delimiter": ","})
+
+
+def test_column_names_keep_accented_letters_without_their_accents():
+    from data.sources import column_name
+
+    assert [column_name(n) for n in ("Kündigt", "Größe (m²)", "Ørsted", "Préfecture", "sepal length (cm)")] == [
+        "kundigt", "grosse_m2", "orsted", "prefecture", "sepal_length_cm"]
