@@ -65,8 +65,9 @@ def check_inputs(config: PipelineConfig) -> None:
     if task.type == "forecasting":
         named.append(("task.time_column", task.time_column,
                       "Set task.time_column to one of them (--set task.time_column=COLUMN)."))
-    for column in getattr(task, "categorical", ()):
-        named.append(("task.categorical", column, "Correct or remove it in the recipe's task.categorical."))
+    for key in ("categorical", "ignore"):
+        for column in getattr(task, key, ()):
+            named.append((f"task.{key}", column, f"Correct or remove it in the recipe's task.{key}."))
     for key, value, fix in named:
         if column_name(value) not in columns:
             raise _missing_column(key, value, columns, path, fix)

@@ -271,6 +271,8 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             roles[column] = "time"
         elif time is not None:
             roles[column] = "ignored"
+        elif kind == "string" and _identifier(frame[column]):
+            roles[column] = "ignored"
         elif kind in ("string", "boolean", "date"):
             roles[column] = "categorical"
         else:
@@ -279,6 +281,9 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
         categorical = [keys[c] for c, role in roles.items() if role == "categorical" and types[c] != "boolean"]
         if categorical:
             task["categorical"] = categorical
+        ignored = [keys[c] for c, role in roles.items() if role == "ignored"]
+        if ignored:
+            task["ignore"] = ignored
         _feature_notes(frame, types, roles, notes)
         if not any(role in ("numeric", "categorical") for role in roles.values()):
             raise ConfigError(f"{source}: no column besides the label {label_column!r} to learn from.")
@@ -339,12 +344,17 @@ def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, tim
     return {"type": "forecasting", "time_column": keys[time], **shape}
 
 
+def _identifier(values: pd.Series) -> bool:
+    """Text with a different value in almost every row: an identifier or free text, which no category generalises."""
+    return len(values) > 20 and values.nunique() > 0.9 * len(values)
+
+
 def _feature_notes(frame: pd.DataFrame, types: dict[str, str], roles: dict[str, str], notes: list[str]) -> None:
     for column, role in roles.items():
         distinct = frame[column].nunique()
-        if role == "categorical" and distinct > 0.9 * len(frame) and len(frame) > 20:
-            notes.append(f"column {column!r} has a different value in almost every row (an identifier?); it "
-                         "teaches the model nothing: drop it from the file.")
+        if role == "ignored":
+            notes.append(f"column {column!r} has a different value in almost every row (an identifier?): it is "
+                         "left out of the features (task.ignore).")
         elif role == "categorical" and types[column] == "date":
             notes.append(f"column {column!r} holds dates: the tabular recipe reads them as categories.")
         elif role == "numeric" and types[column] == "integer" and 2 < distinct <= 10:
@@ -385,9 +395,11 @@ def source_for(inferred: InferredRecipe, recipe_file: Path) -> tuple[str, Path |
 
 TASK_COMMENTS = {
     "tabular_classification": "Tabular classification: numbers are z-scored, text and boolean columns looked up "
-                              "in vocabularies (categorical lists the text ones); missing values are filled.",
+                              "in vocabularies (categorical lists the text ones); missing values are filled; "
+                              "columns under ignore are not read as features.",
     "tabular_regression": "Tabular regression: numbers are z-scored, text and boolean columns looked up in "
-                          "vocabularies; the label is scaled for training and predicted in its own units.",
+                          "vocabularies; the label is scaled for training and predicted in its own units; "
+                          "columns under ignore are not read as features.",
     "forecasting": "Forecasting one series: split by time; the model reads `window` periods, each window scaled "
                    "by its own last value and mean seasonal change, and forecasts `horizon` as a correction to "
                    "seasonal naive; the served forecast is its mean with the forecasts `combine` names, fitted on "

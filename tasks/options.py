@@ -22,11 +22,13 @@ class TabularClassificationOptions(Options):
     before fitting, as in Arik & Pfister 2021: a `mask_rate` share of each
     row's features is hidden afresh every epoch and a decoder reconstructs
     them from the rest, at `pretrain_learning_rate` (default:
-    `train.learning_rate`).
+    `train.learning_rate`). `ignore` names columns that are no features
+    (identifiers, free text): read with the rows, never given to the model.
     """
 
     type: Literal["tabular_classification"] = "tabular_classification"
     categorical: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
     pretrain_epochs: int = Field(0, ge=0)
     mask_rate: float = Field(0.5, gt=0, lt=1)
     pretrain_learning_rate: float | None = Field(None, gt=0, lt=10)
@@ -39,11 +41,13 @@ class TabularRegressionOptions(Options):
     served model returns it in its original units. `loss` is the mean
     squared error (`mse`) or the Huber loss (`huber`, on the standardised
     target, so its threshold is one train standard deviation), which
-    outlying targets pull on less.
+    outlying targets pull on less. `ignore` names columns that are no
+    features, as for classification.
     """
 
     type: Literal["tabular_regression"]
     categorical: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
     loss: Literal["mse", "huber"] = "mse"
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.sources import RawData
+from data.sources import RawData, column_name
 from keras_models.specs import InputSpec, OutputSpec
 from tasks.base import Task, pretrain_by_epoch, require_tensorflow_backend
 from tasks.analyzers import Analyzer, count_values, empty_moments, merge_moments, moments_of, variance, vocabulary
@@ -174,10 +174,15 @@ class TabularTask(Task):
     statistics and its transformed column.
     """
 
+    @property
+    def ignored(self) -> set[str]:
+        """The columns `task.ignore` names, as ingest normalises them."""
+        return {column_name(name) for name in self.options.ignore}
+
     def feature_schema(self, train: pd.DataFrame, label: str) -> list[dict[str, Any]]:
         features = []
         for name in train.columns:
-            if name == label:
+            if name == label or name in self.ignored:
                 continue
             column = train[name]
             if _is_categorical(column, self.options.categorical):
@@ -240,6 +245,10 @@ class TabularTask(Task):
 
     def raw_inputs(self, frame, transform):
         return raw_inputs(frame, transform)
+
+    def serving_example(self, train: pd.DataFrame, transform: dict[str, Any]) -> pd.DataFrame:
+        """The feature columns of a few train rows: the served model asks for no ignored column."""
+        return train.drop(columns=[transform["label"]["name"], *self.ignored & set(train.columns)]).head(5)
 
     def feature_mask_plots(self, predictor, test: pd.DataFrame, output: Path, config) -> list[Path]:
         """TabNet's per-step feature masks on the test rows: which features each decision step reads."""

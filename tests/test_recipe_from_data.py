@@ -147,6 +147,16 @@ def test_a_series_dated_day_first_in_a_semicolon_file_is_a_weekly_forecast(tmp_p
     assert times.tolist() == weeks.tolist()
 
 
+def test_an_identifier_column_is_left_out_of_the_features(tmp_path, iris_frame):
+    iris_frame.assign(**{"Order ID": [f"A-{i:04d}" for i in range(len(iris_frame))]}).to_csv(
+        tmp_path / "orders.csv", index=False)
+    inferred = infer_recipe(tmp_path / "orders.csv", "species")
+    assert inferred.recipe["task"]["ignore"] == ["order_id"] and "categorical" not in inferred.recipe["task"]
+    assert {c.name: c.role for c in inferred.columns}["Order ID"] == "ignored"
+    assert any("'Order ID' has a different value in almost every row" in note for note in inferred.notes)
+    assert load_config(inferred.recipe).task.ignore == ("order_id",)
+
+
 def test_the_written_recipe_loads_names_the_model_after_its_file_and_reads_the_data_beside_it(
         outside, iris_frame, capsys, monkeypatch):
     iris_frame.to_csv(outside / "Iris Flowers.csv", index=False)

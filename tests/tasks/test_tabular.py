@@ -61,3 +61,30 @@ def test_the_rbf_network_starts_from_k_means_centres_of_the_train_features(breas
 def test_models_without_an_initializer_get_no_train_arrays():
     config = config_for("iris_mlp")
     assert not TabularClassification(config.task).pretrains(config)
+
+
+def test_ignored_columns_are_no_features_and_the_served_model_does_not_ask_for_them(tmp_path):
+    """An identifier (`task.ignore`, named as in the file or normalised) is read with the rows and nothing more."""
+    from sklearn.datasets import load_iris
+
+    from data.sources import read_source
+    from pipeline.config import ConfigError
+    from pipeline.preflight import check_inputs
+
+    frame = load_iris(as_frame=True).frame.rename(columns={"target": "species"})
+    frame.insert(0, "Order ID", [f"A-{i:04d}" for i in range(len(frame))])
+    frame.to_csv(tmp_path / "orders.csv", index=False)
+    config = config_for(**{"data.source": str(tmp_path / "orders.csv"), "data.label": "species",
+                           "task.ignore": ["Order ID"]})
+    check_inputs(config)
+    task = TabularClassification(config.task)
+    raw = read_source(config.data.source, "species")
+    features = [f["name"] for f in task.feature_schema(raw.frame, raw.label)]
+    assert "order_id" in raw.frame.columns and "order_id" not in features and len(features) == 4
+    transform = {"label": {"name": "species"}}
+    assert task.serving_example(raw.frame, transform).columns.tolist() == features
+
+    typo = config_for(**{"data.source": str(tmp_path / "orders.csv"), "data.label": "species",
+                         "task.ignore": ["order_di"]})
+    with pytest.raises(ConfigError, match=r"task.ignore: .* has no column 'order_di' \(did you mean 'order_id'\?\)"):
+        check_inputs(typo)
