@@ -20,6 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import textwrap
 import unicodedata
 from dataclasses import dataclass
@@ -271,7 +272,7 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             roles[column] = "time"
         elif time is not None:
             roles[column] = "ignored"
-        elif kind == "string" and _identifier(frame[column]):
+        elif _identifier(frame[column], kind, keys[column]):
             roles[column] = "ignored"
         elif kind in ("string", "boolean", "date"):
             roles[column] = "categorical"
@@ -344,15 +345,28 @@ def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, tim
     return {"type": "forecasting", "time_column": keys[time], **shape}
 
 
-def _identifier(values: pd.Series) -> bool:
-    """Text with a different value in almost every row: an identifier or free text, which no category generalises."""
-    return len(values) > 20 and values.nunique() > 0.9 * len(values)
+# Names of integer columns that number the rows: pandas' unnamed index (`""`, `Unnamed: 0`), `id`, `row_id`…
+ROW_NUMBER_NAMES = re.compile(r"f_|unnamed_\d+|id|index|row|row_?(?:id|number|no)|\w+_id")
+
+
+def _identifier(values: pd.Series, kind: str, key: str) -> bool:
+    """Text with a different value in almost every row (an identifier or free text, which no category
+    generalises), or distinct integers under a row number's name (a written-out index, which would leak
+    the file's order into the model)."""
+    if len(values) <= 20:
+        return False
+    if kind == "string":
+        return values.nunique() > 0.9 * len(values)
+    return kind == "integer" and bool(ROW_NUMBER_NAMES.fullmatch(key)) and values.dropna().is_unique
 
 
 def _feature_notes(frame: pd.DataFrame, types: dict[str, str], roles: dict[str, str], notes: list[str]) -> None:
     for column, role in roles.items():
         distinct = frame[column].nunique()
-        if role == "ignored":
+        if role == "ignored" and types[column] == "integer":
+            notes.append(f"column {column!r} numbers the rows (an index written with the file?): it is left out of "
+                         "the features (task.ignore), where it would teach the model the file's order.")
+        elif role == "ignored":
             notes.append(f"column {column!r} has a different value in almost every row (an identifier?): it is "
                          "left out of the features (task.ignore).")
         elif role == "categorical" and types[column] == "date":

@@ -156,6 +156,14 @@ def test_an_identifier_column_is_left_out_of_the_features(tmp_path, iris_frame):
     assert any("'Order ID' has a different value in almost every row" in note for note in inferred.notes)
     assert load_config(inferred.recipe).task.ignore == ("order_id",)
 
+    iris_frame.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv")  # pandas writes its index unnamed
+    inferred = infer_recipe(tmp_path / "shuffled.csv", "species")
+    assert inferred.recipe["task"]["ignore"] == ["f_"]
+    assert any(note.startswith("column '' numbers the rows") for note in inferred.notes)
+    iris_frame.assign(population=range(1000, 1000 + len(iris_frame))).to_csv(tmp_path / "counts.csv", index=False)
+    roles = {c.name: c.role for c in infer_recipe(tmp_path / "counts.csv", "species").columns}
+    assert roles["population"] == "numeric"  # distinct integers under a feature's name stay a feature
+
 
 def test_the_written_recipe_loads_names_the_model_after_its_file_and_reads_the_data_beside_it(
         outside, iris_frame, capsys, monkeypatch):
