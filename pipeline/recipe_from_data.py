@@ -71,7 +71,7 @@ class Column:
     name: str
     key: str
     type: str  # string | integer | float | boolean | date
-    role: str  # label | time | numeric | categorical | ignored
+    role: str  # label | time | series | numeric | categorical | ignored
     missing: int
     distinct: int
 
@@ -237,8 +237,10 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             raise ConfigError(f"{source}: forecasting needs a numeric label; {label_column!r} is "
                               f"{types[label_column]}: drop --time-column for a classification recipe.")
     elif numeric_label:
-        dated = [c for c, t in types.items() if t == "date" and c != label_column]
-        unique = [c for c in dated if frame[c].notna().all() and not frame[c].duplicated().any()]
+        dated = [c for c, t in types.items() if t == "date" and c != label_column and frame[c].notna().all()]
+        unique = [c for c in dated if not frame[c].duplicated().any()]
+        panels = {c: _series_keys(frame, types, label_column, c) for c in dated if c not in unique}
+        panels = {c: found for c, found in panels.items() if len(found) == 1}
         if len(unique) == 1:
             time = unique[0]
             notes.append(f"column {time!r} holds one date per row: a forecasting recipe for the series "
@@ -246,9 +248,21 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
         elif len(unique) > 1:
             notes.append(f"columns {unique} all hold one date per row: pass --time-column to forecast the series "
                          f"{label_column!r}; without it the recipe is tabular.")
+        elif len(panels) == 1:
+            (time, (key,)), = panels.items()
+            notes.append(f"column {time!r} holds one date per row of each {key!r}: a forecasting recipe for the "
+                         f"{frame[key].nunique()} series of {label_column!r}; other columns are not read.")
 
+    series_key = None
     if time is not None:
-        task = _forecasting_task(frame, keys, label_column, time, source, notes)
+        if parse_timestamps(frame[time]).duplicated().any():
+            found = _series_keys(frame, types, label_column, time)
+            if len(found) > 1:
+                raise ConfigError(f"{source}: time column {time!r} repeats its dates, and each of the columns "
+                                  f"{found} holds one series per value: name the one that tells the series apart "
+                                  "in the recipe's task.series_column.")
+            series_key = found[0] if found else None
+        task = _forecasting_task(frame, keys, label_column, time, source, notes, series_key)
     elif not numeric_label or (types[label_column] == "integer" and labels.nunique() <= MAX_CLASSES):
         task = {"type": "tabular_classification"}
         if numeric_label:
@@ -270,6 +284,8 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             roles[column] = "label"
         elif column == time:
             roles[column] = "time"
+        elif column == series_key:
+            roles[column] = "series"
         elif time is not None:
             roles[column] = "ignored"
         elif _identifier(frame[column], kind, keys[column]):
@@ -319,24 +335,40 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
     return InferredRecipe(recipe=recipe, columns=columns, notes=tuple(notes), rows=len(frame), named=bool(name))
 
 
+def _series_keys(frame: pd.DataFrame, types: dict[str, str], label: str, time: str) -> list[str]:
+    """Columns whose values tell series apart in a long table: with `time`, they make each row unique."""
+    return [c for c, kind in types.items() if c not in (label, time) and kind in ("string", "integer")
+            and frame[c].notna().all() and 1 < frame[c].nunique() <= len(frame) / 3
+            and not frame.duplicated([c, time]).any()]
+
+
 def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, time: str, source: str,
-                      notes: list[str]) -> dict[str, Any]:
+                      notes: list[str], series_key: str | None = None) -> dict[str, Any]:
     times = parse_timestamps(frame[time])
-    if times.duplicated().any():
+    if times.duplicated().any() and series_key is None:
         repeated = times[times.duplicated()].iloc[0]
-        raise ConfigError(f"{source}: time column {time!r} repeats {repeated}; a series needs one row per period "
-                          "(aggregate the rows per period first).")
+        raise ConfigError(f"{source}: time column {time!r} repeats {repeated}, and no column tells series apart; "
+                          "a series needs one row per period (aggregate the rows per period first).")
     if frame[label].isna().any():
         raise ConfigError(f"{source}: the series {label!r} has {int(frame[label].isna().sum())} missing value(s); "
                           "a forecast needs every period's value: fill them in the file.")
-    if len(frame) < 3 or pd.infer_freq(pd.DatetimeIndex(times.sort_values())) is None:
-        raise ConfigError(f"{source}: time column {time!r} follows no regular frequency (a missing or extra "
-                          "period?); a series needs one row per period.")
-    period, season = _period(times)
-    shape = default_settings(season, len(frame))
+    groups = [("", times)] if series_key is None else [(f" of {name!r}", times[index]) for name, index in
+                                                       frame.groupby(series_key, sort=False).groups.items()]
+    for where, group in groups:
+        if len(group) < 3 or pd.infer_freq(pd.DatetimeIndex(group.sort_values())) is None:
+            raise ConfigError(f"{source}: time column {time!r}{where} follows no regular frequency (a missing or "
+                              "extra period?); a series needs one row per period.")
+    shortest = min(len(group) for _, group in groups)
+    period, season = _period(groups[0][1])
+    shape = default_settings(season, shortest)
     if shape is None:
-        raise ConfigError(f"{source}: {len(frame)} {period} periods are too few to train a forecaster and test it: "
-                          f"at least {MIN_TRAIN_WINDOWS + 10} are needed.")
+        raise ConfigError(f"{source}: {shortest} {period} periods{' in the shortest series' if series_key else ''} "
+                          f"are too few to train a forecaster and test it: at least {MIN_TRAIN_WINDOWS + 10} are "
+                          "needed.")
+    if series_key is not None:
+        notes.append(f"{len(groups)} series told apart by {series_key!r} (the shortest {shortest} periods): one "
+                     "model reads them all, each window scaled by its own series.")
+        shape = {"series_column": keys[series_key], **shape}
     notes.append(f"{period} series: seasonality {shape['seasonality']}, the model reads "
                  f"{shape['window']} periods and forecasts {shape['horizon']}; the last {shape['test_periods']} "
                  f"periods are the test split ({shape['test_periods'] - shape['horizon'] + 1} rolling forecast "

@@ -48,7 +48,8 @@ def iris_frame():
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_init_infers_the_task_of_every_shipped_dataset_or_refuses_it(recipe):
-    """Rows and dated series give the shipped recipe's task; images, whole series and text are refused, and
+    """Rows and dated series (one, or many in a long table) give the shipped recipe's task; images, whole series
+    and text are refused, and
     sentence pairs, read as rows, lack the label, with the recipe to start from."""
     shipped = _shipped(recipe)
     data, task = shipped["data"], shipped["task"]
@@ -62,17 +63,13 @@ def test_init_infers_the_task_of_every_shipped_dataset_or_refuses_it(recipe):
                                               r".*start from pipeline/recipes/\w+\.yaml"):
             infer_recipe(_source(data["source"]), data.get("label") or "label")
         return
-    if task.get("series_column"):  # many series, one row per series and period: written by hand
-        with pytest.raises(ConfigError, match=r"time column .* repeats .*; a series needs one row per period"):
-            infer_recipe(_source(data["source"]), data["label"], time_column=task["time_column"])
-        return
     inferred = infer_recipe(_source(data["source"]), data["label"])
     assert inferred.task_type == task["type"]
     assert inferred.recipe["data"]["label"] == data["label"]
     if task["type"] == "forecasting":
-        shape = ("time_column", "window", "horizon", "test_periods", "eval_periods", "seasonality",
+        shape = ("time_column", "series_column", "window", "horizon", "test_periods", "eval_periods", "seasonality",
                  "seasonal_difference")
-        assert {k: inferred.recipe["task"][k] for k in shape} == {k: task[k] for k in shape}
+        assert {k: inferred.recipe["task"].get(k) for k in shape} == {k: task.get(k) for k in shape}
     else:
         assert sorted(inferred.recipe["task"].get("categorical", [])) == sorted(task.get("categorical", []))
 
@@ -163,6 +160,32 @@ def test_an_identifier_column_is_left_out_of_the_features(tmp_path, iris_frame):
     iris_frame.assign(population=range(1000, 1000 + len(iris_frame))).to_csv(tmp_path / "counts.csv", index=False)
     roles = {c.name: c.role for c in infer_recipe(tmp_path / "counts.csv", "species").columns}
     assert roles["population"] == "numeric"  # distinct integers under a feature's name stay a feature
+
+
+def test_a_long_table_of_several_series_is_one_panel_forecast(tmp_path):
+    """Shuffled rows of five weekly series, dated day first: the store column tells them apart."""
+    weeks = pd.date_range("2021-01-03", periods=120, freq="W")
+    rng = np.random.default_rng(0)
+    frame = pd.concat([pd.DataFrame({"Store": f"S{s}", "Week": weeks.strftime("%d.%m.%Y"),
+                                     "Sales": (100 * (s + 1) + rng.normal(0, 5, len(weeks))).round(2)})
+                       for s in range(5)]).sample(frac=1, random_state=0)
+    frame.to_csv(tmp_path / "stores.csv", index=False)
+    inferred = infer_recipe(tmp_path / "stores.csv", "Sales")
+    task = inferred.recipe["task"]
+    assert (task["type"], task["time_column"], task["series_column"], task["seasonality"]) == (
+        "forecasting", "week", "store", 52)
+    assert {c.name: c.role for c in inferred.columns} == {"Store": "series", "Week": "time", "Sales": "label"}
+    config = load_config(inferred.recipe)
+    _, splits = get_task(config.task).read_splits(config.data, seed=0)
+    assert splits["test"].groupby("store").size().tolist() == [task["test_periods"]] * 5
+
+    frame.assign(Region=frame["Store"].map(lambda s: f"R{s}")).to_csv(tmp_path / "two_keys.csv", index=False)
+    with pytest.raises(ConfigError, match=r"each of the columns \['Store', 'Region'\] holds one series per value: "
+                                          r"name the one .* task.series_column"):
+        infer_recipe(tmp_path / "two_keys.csv", "Sales", time_column="Week")
+    frame.drop(columns="Store").to_csv(tmp_path / "no_key.csv", index=False)
+    with pytest.raises(ConfigError, match=r"time column 'Week' repeats .*, and no column tells series apart"):
+        infer_recipe(tmp_path / "no_key.csv", "Sales", time_column="Week")
 
 
 def test_the_written_recipe_loads_names_the_model_after_its_file_and_reads_the_data_beside_it(
