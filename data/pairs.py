@@ -17,6 +17,7 @@ import pandas as pd
 from data.sources import SourceError
 
 COLUMNS = ("source", "target", "attribution")
+SUFFIXES = (".txt", ".tsv")  # files a seq2seq recipe reads as pairs; other tasks read them as delimited rows
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:

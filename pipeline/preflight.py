@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from data import pairs
 from data.sources import CSV_SUFFIXES, SourceError, column_name
 from pipeline.config import PROJECT_ROOT, SOURCE_SCHEMES, ConfigError, PipelineConfig
 
@@ -52,8 +53,8 @@ def check_inputs(config: PipelineConfig) -> None:
             raise ConfigError(f"{key}: data file {source} does not exist; fix the path in the recipe or pass "
                               f"--set {key}=PATH.")
     path = source_file(data.source)
-    if path is None or config.task.type == "seq2seq":  # sentence pairs: no header to check, `data.pairs` reads them
-        return
+    if path is None or (config.task.type == "seq2seq" and path.name.endswith(pairs.SUFFIXES)):
+        return  # sentence pairs have no header to check
     try:
         columns = file_columns(path, data.csv.model_dump())
     except SourceError as e:

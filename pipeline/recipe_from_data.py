@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from data import pairs
 from data.sources import CSV_SUFFIXES, SourceError, column_name
 from data.timestamps import parse_timestamps
 from pipeline.config import PROJECT_ROOT, ConfigError, CsvOptions, allowed_roots, recipe_base
@@ -175,9 +176,9 @@ def _find_column(frame: pd.DataFrame, name: str, what: str, source: str) -> str:
     close = difflib.get_close_matches(name, names, n=1) or difflib.get_close_matches(
         column_name(name), [column_name(c) for c in names], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    pairs = (" If the file holds sentence pairs, one pair a line, start from "
-             "pipeline/recipes/tatoeba_transformer.yaml.") if source.endswith((".txt", ".tsv")) else ""
-    raise ConfigError(f"{source}: no column {name!r}{hint} for {what}; the columns are: {', '.join(names)}.{pairs}")
+    seq2seq = (" If the file holds sentence pairs, one pair a line, start from "
+               "pipeline/recipes/tatoeba_transformer.yaml.") if source.endswith(pairs.SUFFIXES) else ""
+    raise ConfigError(f"{source}: no column {name!r}{hint} for {what}; the columns are: {', '.join(names)}.{seq2seq}")
 
 
 def _period(times: pd.Series) -> tuple[str, int]:
@@ -253,16 +254,8 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             notes.append(f"column {time!r} holds one date per row of each {key!r}: a forecasting recipe for the "
                          f"{frame[key].nunique()} series of {label_column!r}; other columns are not read.")
 
-    series_key = None
     if time is not None:
-        if parse_timestamps(frame[time]).duplicated().any():
-            found = _series_keys(frame, types, label_column, time)
-            if len(found) > 1:
-                raise ConfigError(f"{source}: time column {time!r} repeats its dates, and each of the columns "
-                                  f"{found} holds one series per value: name the one that tells the series apart "
-                                  "in the recipe's task.series_column.")
-            series_key = found[0] if found else None
-        task = _forecasting_task(frame, keys, label_column, time, source, notes, series_key)
+        task = _forecasting_task(frame, types, keys, label_column, time, source, notes)
     elif not numeric_label or (types[label_column] == "integer" and labels.nunique() <= MAX_CLASSES):
         task = {"type": "tabular_classification"}
         if numeric_label:
@@ -284,7 +277,7 @@ def infer_recipe(path: str | Path, label: str, time_column: str | None = None,
             roles[column] = "label"
         elif column == time:
             roles[column] = "time"
-        elif column == series_key:
+        elif keys[column] == task.get("series_column"):
             roles[column] = "series"
         elif time is not None:
             roles[column] = "ignored"
@@ -342,13 +335,22 @@ def _series_keys(frame: pd.DataFrame, types: dict[str, str], label: str, time: s
             and not frame.duplicated([c, time]).any()]
 
 
-def _forecasting_task(frame: pd.DataFrame, keys: dict[str, str], label: str, time: str, source: str,
-                      notes: list[str], series_key: str | None = None) -> dict[str, Any]:
+def _forecasting_task(frame: pd.DataFrame, types: dict[str, str], keys: dict[str, str], label: str, time: str,
+                      source: str, notes: list[str]) -> dict[str, Any]:
+    """One series, or, where dates repeat, the series of a long table told apart by one column."""
     times = parse_timestamps(frame[time])
-    if times.duplicated().any() and series_key is None:
-        repeated = times[times.duplicated()].iloc[0]
-        raise ConfigError(f"{source}: time column {time!r} repeats {repeated}, and no column tells series apart; "
-                          "a series needs one row per period (aggregate the rows per period first).")
+    series_key = None
+    if times.duplicated().any():
+        found = _series_keys(frame, types, label, time)
+        if not found:
+            repeated = times[times.duplicated()].iloc[0]
+            raise ConfigError(f"{source}: time column {time!r} repeats {repeated}, and no column tells series "
+                              "apart; a series needs one row per period (aggregate the rows per period first).")
+        if len(found) > 1:
+            raise ConfigError(f"{source}: time column {time!r} repeats its dates, and each of the columns {found} "
+                              "holds one series per value: name the one that tells the series apart in the "
+                              "recipe's task.series_column.")
+        series_key = found[0]
     if frame[label].isna().any():
         raise ConfigError(f"{source}: the series {label!r} has {int(frame[label].isna().sum())} missing value(s); "
                           "a forecast needs every period's value: fill them in the file.")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from data.pairs import read_pairs
+from data import pairs
 from data.sources import RawData, SourceError, column_name, read_source
 from tasks.analyzers import Analyzer, vocabulary
 from tasks.base import Evaluation, Task
@@ -177,9 +177,8 @@ class Seq2Seq(Task):
                 f"data.label={data.label!r} and task.target_column={self.options.target_column!r} "
                 "name different columns; for seq2seq the label is the target column."
             )
-        pairs = data.source.endswith((".txt", ".tsv"))
         raw = read_source(data.source, data.label or target, data.tfds_data_dir, csv=data.csv.model_dump(),
-                          reader=read_pairs if pairs else None)
+                          reader=pairs.read_pairs if data.source.endswith(pairs.SUFFIXES) else None)
         if source not in raw.frame.columns:
             raise SourceError(
                 f"{data.source}: source column {source!r} (task.source_column) not found; "
