@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import keras
-from keras import ops
 
-from keras_models.architectures._series import TASKS, sequence_input, series_input
+from keras_models.architectures._series import TASKS, sequence_input
 from keras_models.heads import require_range, task_head
 from keras_models.registry import Example, register_model
 from keras_models.specs import InputSpec, OutputSpec

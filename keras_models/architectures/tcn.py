@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_models.architectures._series import TASKS, sequence_input, series_input
+from keras_models.architectures._series import TASKS, series_input
 from keras_models.heads import require_range, task_head
 from keras_models.layers import LastTimestep
 from keras_models.registry import Example, register_model
