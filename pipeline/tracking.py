@@ -62,15 +62,28 @@ def configure(experiment: str) -> tuple[str, str | None]:
     project_run = os.environ.get("MLFLOW_RUN_ID")
     attached = client.get_run(project_run).info.experiment_id if project_run else None
     if attached is not None and attached != DEFAULT_EXPERIMENT_ID:
-        client.set_experiment_tag(attached, *EXPERIMENT_KIND)
+        _tag_experiment_kind(client, attached)
         return uri, None
     if project_run:  # the pipeline's runs go to the recipe's experiment, not to the project run
         os.environ.pop("MLFLOW_RUN_ID")
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     chosen = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment)
     if chosen.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-        client.set_experiment_tag(chosen.experiment_id, *EXPERIMENT_KIND)
+        _tag_experiment_kind(client, chosen.experiment_id)
     return uri, project_run
+
+
+def _tag_experiment_kind(client: mlflow.MlflowClient, experiment_id: str) -> None:
+    """Sets `EXPERIMENT_KIND` on the experiment, where a pipeline started at the same moment may set it too.
+
+    On a SQL store two first settings of one tag race: the second insert breaks
+    the tag's unique key. It lost to the same value, which is all it wanted.
+    """
+    try:
+        client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    except mlflow.exceptions.MlflowException:
+        if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            raise
 
 
 def link_project_run(project_run: str, run) -> None:

@@ -189,3 +189,24 @@ def test_a_plain_mlflow_run_logs_into_the_recipes_experiment_and_points_there(ru
     assert pipeline.data.tags["pipeline.project_run_id"] == project.info.run_id
     pointer = client.get_run(project.info.run_id).data.tags
     assert pointer["pipeline.run_id"] == result.run_id and result.run_id in pointer["mlflow.note.content"]
+
+
+def test_a_pipeline_that_loses_the_race_to_tag_its_experiment_goes_on(local_mlflow, monkeypatch):
+    """Two pipelines started at once on a SQL store both set the experiment's kind; the second insert fails."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import EXPERIMENT_KIND, _tag_experiment_kind
+
+    client = mlflow.MlflowClient()
+    experiment = client.create_experiment("raced")
+
+    def lose_the_race(experiment_id, key, value):
+        raise MlflowException("duplicate key value violates unique constraint \"experiment_tag_pk\"")
+
+    monkeypatch.setattr(client, "set_experiment_tag", lose_the_race)
+    with pytest.raises(MlflowException, match="experiment_tag_pk"):  # nobody set it: the error stands
+        _tag_experiment_kind(client, experiment)
+    mlflow.MlflowClient().set_experiment_tag(experiment, *EXPERIMENT_KIND)  # the other pipeline won
+    _tag_experiment_kind(client, experiment)
+    assert client.get_experiment(experiment).tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]
