@@ -36,10 +36,11 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_numeric_dtype(values):
         return pd.to_datetime(values, errors="coerce")
     month_first = _parse(values, dayfirst=False)
-    parsed = int(month_first.notna().sum())
-    if parsed == int(values.notna().sum()) and (parsed < 3 or _regular(month_first)):
+    parsed, regular = int(month_first.notna().sum()), _regular(month_first)
+    if parsed == int(values.notna().sum()) and (parsed < 3 or regular):
         return month_first
     day_first = _parse(values, dayfirst=True)
-    more = int(day_first.notna().sum()) > parsed
-    as_many_and_regular = int(day_first.notna().sum()) == parsed and _regular(day_first) and not _regular(month_first)
-    return day_first if more or as_many_and_regular else month_first
+    parsed_day_first = int(day_first.notna().sum())
+    if parsed_day_first > parsed or (parsed_day_first == parsed and not regular and _regular(day_first)):
+        return day_first
+    return month_first

@@ -22,7 +22,6 @@ import math
 import os
 import re
 import textwrap
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,9 +100,8 @@ class InferredRecipe:
 
 
 def recipe_name(text: str) -> str:
-    """A file name as a recipe name: `Pingüinos 2024.csv` → `pinguinos_2024`."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return column_name(ascii_text or text)
+    """A file name as a recipe name: `Pingüinos 2024.csv` → `pinguinos_2024`, as columns are named."""
+    return column_name(text)
 
 
 def _read(source: str) -> tuple[pd.DataFrame, dict[str, Any] | None, str]:
